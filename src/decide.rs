@@ -1,0 +1,364 @@
+//! Decide: what a pull request's current state means for one template's environment.
+//! Pure functions; the receiver and the resync feed them, the intake carries the result out.
+
+use crate::model::{PreviewEnvironmentSpec, PreviewTemplateSpec, Trigger};
+use octocrab::models::pulls::PullRequest;
+use regex::RegexBuilder;
+
+/// The pull request actions prenv acts on; every other action is acknowledged and ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrAction {
+    Opened,
+    Reopened,
+    Synchronize,
+    ReadyForReview,
+    ConvertedToDraft,
+    Labeled,
+    Unlabeled,
+    Edited,
+    Closed,
+    /// Not a delivery: the periodic resync read the pull request's current state from GitHub.
+    Resync,
+}
+
+impl PrAction {
+    /// Parse a delivery's `action`; `None` for actions prenv does not act on.
+    pub fn from_delivery(action: &str) -> Option<Self> {
+        Some(match action {
+            "opened" => Self::Opened,
+            "reopened" => Self::Reopened,
+            "synchronize" => Self::Synchronize,
+            "ready_for_review" => Self::ReadyForReview,
+            "converted_to_draft" => Self::ConvertedToDraft,
+            "labeled" => Self::Labeled,
+            "unlabeled" => Self::Unlabeled,
+            "edited" => Self::Edited,
+            "closed" => Self::Closed,
+            _ => return None,
+        })
+    }
+}
+
+/// The facts of a pull request, as carried by a `PreviewEnvironment`'s spec (minus the template).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PullRequestState {
+    pub open: bool,
+    pub facts: PreviewEnvironmentSpec,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum FactsError {
+    #[error("pull_request.{0} is missing")]
+    Missing(&'static str),
+}
+
+/// Read the facts prenv keeps from GitHub's pull request object.
+pub fn pull_request_state(pr: &PullRequest) -> Result<PullRequestState, FactsError> {
+    let base_repo = pr
+        .base
+        .repo
+        .as_ref()
+        .ok_or(FactsError::Missing("base.repo"))?;
+    let repository = base_repo
+        .full_name
+        .clone()
+        .ok_or(FactsError::Missing("base.repo.full_name"))?;
+    let head_repository = pr.head.repo.as_ref().and_then(|r| r.full_name.clone());
+    // A deleted head repository can only have been a fork.
+    let fork = match &pr.head.repo {
+        None => true,
+        Some(head) => head.id != base_repo.id,
+    };
+    let author = pr
+        .user
+        .as_ref()
+        .map(|u| u.login.clone())
+        .ok_or(FactsError::Missing("user"))?;
+    let author_association = pr
+        .author_association
+        .as_ref()
+        .and_then(|a| serde_json::to_value(a).ok())
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let updated_at = pr.updated_at.ok_or(FactsError::Missing("updated_at"))?;
+    let open =
+        !matches!(pr.state, Some(octocrab::models::IssueState::Closed)) && pr.closed_at.is_none();
+    Ok(PullRequestState {
+        open,
+        facts: PreviewEnvironmentSpec {
+            template: String::new(),
+            repository,
+            number: pr.number,
+            head_sha: pr.head.sha.clone(),
+            head_ref: pr.head.ref_field.clone(),
+            base_ref: pr.base.ref_field.clone(),
+            author,
+            author_association,
+            title: pr.title.clone().unwrap_or_default(),
+            labels: pr.labels.iter().flatten().map(|l| l.name.clone()).collect(),
+            draft: pr.draft.unwrap_or(false),
+            fork,
+            head_repository,
+            html_url: pr.html_url.as_ref().map(|u| u.to_string()),
+            updated_at,
+        },
+    })
+}
+
+/// What to do with one template's environment for a pull request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// The environment should exist with this spec.
+    Apply(Box<PreviewEnvironmentSpec>),
+    /// The environment should not exist.
+    Delete { reason: String },
+    /// Leave the environment as it is (an action prenv does not act on, or a head it may not
+    /// deploy yet).
+    Keep { reason: String },
+}
+
+/// Whether `template` serves `repository` (GitHub names are case-insensitive).
+pub fn serves(template: &PreviewTemplateSpec, repository: &str) -> bool {
+    template.repository.eq_ignore_ascii_case(repository)
+}
+
+/// Decide for one template. The caller has checked [`serves`].
+pub fn decide(
+    action: PrAction,
+    state: &PullRequestState,
+    template_name: &str,
+    template: &PreviewTemplateSpec,
+) -> Decision {
+    if action == PrAction::Closed || !state.open {
+        return Decision::Delete {
+            reason: "pull request closed".into(),
+        };
+    }
+    let facts = &state.facts;
+    if let Err(reason) = passes_trigger(&template.trigger, facts) {
+        return Decision::Delete { reason };
+    }
+    if facts.fork
+        && !template.trust.allow_forks
+        && !template
+            .trust
+            .associations
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(&facts.author_association))
+    {
+        return Decision::Keep {
+            reason: format!(
+                "pull request from a fork by {} ({}) needs approval",
+                facts.author, facts.author_association
+            ),
+        };
+    }
+    let mut spec = facts.clone();
+    spec.template = template_name.to_string();
+    Decision::Apply(Box::new(spec))
+}
+
+/// `Ok` when the pull request passes the template's trigger rules, else why not.
+pub fn passes_trigger(trigger: &Trigger, facts: &PreviewEnvironmentSpec) -> Result<(), String> {
+    if trigger.skip_drafts && facts.draft {
+        return Err("pull request is a draft".into());
+    }
+    if let Some(missing) = trigger
+        .require_labels
+        .iter()
+        .find(|l| !facts.labels.contains(l))
+    {
+        return Err(format!("label {missing} is required"));
+    }
+    if let Some(excluded) = trigger
+        .exclude_labels
+        .iter()
+        .find(|l| facts.labels.contains(l))
+    {
+        return Err(format!("label {excluded} excludes it"));
+    }
+    if !full_match(&trigger.branches, &facts.head_ref)? {
+        return Err(format!(
+            "head branch {} does not match {}",
+            facts.head_ref, trigger.branches
+        ));
+    }
+    if !full_match(&trigger.base_branches, &facts.base_ref)? {
+        return Err(format!(
+            "base branch {} does not match {}",
+            facts.base_ref, trigger.base_branches
+        ));
+    }
+    Ok(())
+}
+
+fn full_match(pattern: &str, text: &str) -> Result<bool, String> {
+    let re = RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| format!("trigger pattern {pattern:?} is invalid: {e}"))?;
+    Ok(re.is_match(text))
+}
+
+/// Check a template's trigger patterns, so an invalid one is reported on the template.
+pub fn validate_trigger(trigger: &Trigger) -> Result<(), String> {
+    full_match(&trigger.branches, "")?;
+    full_match(&trigger.base_branches, "")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::render::tests::pr;
+
+    fn state(open: bool) -> PullRequestState {
+        let mut facts = pr();
+        facts.template = String::new();
+        PullRequestState { open, facts }
+    }
+
+    fn template() -> PreviewTemplateSpec {
+        serde_json::from_value(
+            serde_json::json!({"repository": "acme/storefront", "resources": ""}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn acted_actions_parse_and_others_do_not() {
+        for a in [
+            "opened",
+            "reopened",
+            "synchronize",
+            "ready_for_review",
+            "converted_to_draft",
+            "labeled",
+            "unlabeled",
+            "edited",
+            "closed",
+        ] {
+            assert!(PrAction::from_delivery(a).is_some(), "{a}");
+        }
+        for a in ["assigned", "locked", "review_requested", "milestoned", ""] {
+            assert_eq!(PrAction::from_delivery(a), None, "{a}");
+        }
+    }
+
+    #[test]
+    fn open_actions_apply_with_template_name() {
+        for action in [
+            PrAction::Opened,
+            PrAction::Reopened,
+            PrAction::Synchronize,
+            PrAction::ReadyForReview,
+            PrAction::Labeled,
+            PrAction::Unlabeled,
+            PrAction::Edited,
+            PrAction::Resync,
+        ] {
+            match decide(action, &state(true), "shop", &template()) {
+                Decision::Apply(spec) => {
+                    assert_eq!(spec.template, "shop");
+                    assert_eq!(spec.number, 42);
+                }
+                other => panic!("{action:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn closed_deletes() {
+        assert!(matches!(
+            decide(PrAction::Closed, &state(false), "shop", &template()),
+            Decision::Delete { .. }
+        ));
+        // A resync that finds the pull request closed also deletes.
+        assert!(matches!(
+            decide(PrAction::Resync, &state(false), "shop", &template()),
+            Decision::Delete { .. }
+        ));
+    }
+
+    #[test]
+    fn converted_to_draft_deletes_unless_drafts_allowed() {
+        let mut s = state(true);
+        s.facts.draft = true;
+        assert!(matches!(
+            decide(PrAction::ConvertedToDraft, &s, "shop", &template()),
+            Decision::Delete { .. }
+        ));
+        let mut t = template();
+        t.trigger.skip_drafts = false;
+        assert!(matches!(
+            decide(PrAction::ConvertedToDraft, &s, "shop", &t),
+            Decision::Apply(_)
+        ));
+    }
+
+    #[test]
+    fn labels_gate() {
+        let mut t = template();
+        t.trigger.require_labels = vec!["preview".into()];
+        assert!(matches!(
+            decide(PrAction::Labeled, &state(true), "shop", &t),
+            Decision::Apply(_)
+        ));
+        t.trigger.require_labels = vec!["deploy-me".into()];
+        assert!(matches!(
+            decide(PrAction::Unlabeled, &state(true), "shop", &t),
+            Decision::Delete { .. }
+        ));
+        t.trigger.require_labels.clear();
+        t.trigger.exclude_labels = vec!["preview".into()];
+        assert!(matches!(
+            decide(PrAction::Labeled, &state(true), "shop", &t),
+            Decision::Delete { .. }
+        ));
+    }
+
+    #[test]
+    fn branch_patterns_match_in_full() {
+        let mut t = template();
+        t.trigger.branches = "feature/.*".into();
+        assert!(matches!(
+            decide(PrAction::Opened, &state(true), "shop", &t),
+            Decision::Apply(_)
+        ));
+        t.trigger.branches = "feature".into();
+        assert!(matches!(
+            decide(PrAction::Opened, &state(true), "shop", &t),
+            Decision::Delete { .. }
+        ));
+        t.trigger.branches = ".*".into();
+        t.trigger.base_branches = "release/.*".into();
+        assert!(matches!(
+            decide(PrAction::Opened, &state(true), "shop", &t),
+            Decision::Delete { .. }
+        ));
+        t.trigger.base_branches = "(".into();
+        assert!(validate_trigger(&t.trigger).is_err());
+    }
+
+    #[test]
+    fn untrusted_fork_is_kept_back() {
+        let mut s = state(true);
+        s.facts.fork = true;
+        s.facts.author_association = "CONTRIBUTOR".into();
+        assert!(matches!(
+            decide(PrAction::Opened, &s, "shop", &template()),
+            Decision::Keep { .. }
+        ));
+        s.facts.author_association = "MEMBER".into();
+        assert!(matches!(
+            decide(PrAction::Opened, &s, "shop", &template()),
+            Decision::Apply(_)
+        ));
+    }
+
+    #[test]
+    fn repository_match_ignores_case() {
+        assert!(serves(&template(), "Acme/StoreFront"));
+        assert!(!serves(&template(), "acme/other"));
+    }
+}

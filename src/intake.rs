@@ -1,0 +1,213 @@
+//! Intake: carry a [`Decision`] out on the cluster by writing (server-side apply) or deleting
+//! one `PreviewEnvironment`, never moving it back to an older pull request state.
+
+use crate::decide::Decision;
+use crate::model::{PreviewEnvironment, PreviewEnvironmentSpec, PreviewTemplate};
+use crate::naming;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+use std::hash::{Hash, Hasher};
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+/// What the intake did for one template.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The environment was created or updated.
+    Applied { environment: String },
+    /// The environment already held exactly this state.
+    Unchanged { environment: String },
+    /// The environment holds a newer pull request state than this one; nothing was written.
+    Stale { environment: String },
+    /// The environment was deleted.
+    Deleted { environment: String },
+    /// There was no environment to delete.
+    Absent { environment: String },
+    /// Nothing to do: the reason says why.
+    Kept { environment: String, reason: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error("template has no namespace")]
+    NoNamespace,
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("environment {0} kept changing under us; giving up for now")]
+    Contended(String),
+    #[error(
+        "environment {0} is still being torn down; the next delivery or resync will recreate it"
+    )]
+    StillDeleting(String),
+}
+
+/// Lock stripes: writes to one environment are serialized within this process, so the
+/// "newer wins" check and the write cannot interleave with another delivery's. Bounded memory.
+const STRIPES: usize = 64;
+const ATTEMPTS: usize = 5;
+
+pub struct Intake {
+    client: Client,
+    stripes: Vec<Mutex<()>>,
+}
+
+impl Intake {
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+        }
+    }
+
+    fn stripe(&self, key: &str) -> &Mutex<()> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut hasher);
+        &self.stripes[(hasher.finish() as usize) % STRIPES]
+    }
+
+    /// Carry out `decision` for pull request `number` of `template`.
+    pub async fn carry_out(
+        &self,
+        template: &PreviewTemplate,
+        number: u64,
+        updated_at: chrono::DateTime<chrono::Utc>,
+        decision: Decision,
+    ) -> Result<Outcome, IntakeError> {
+        let namespace = template.namespace().ok_or(IntakeError::NoNamespace)?;
+        let name = naming::environment_name(&template.name_any(), number);
+        let environment = format!("{namespace}/{name}");
+        let api: Api<PreviewEnvironment> = Api::namespaced(self.client.clone(), &namespace);
+        let _guard = self.stripe(&environment).lock().await;
+        match decision {
+            Decision::Keep { reason } => Ok(Outcome::Kept {
+                environment,
+                reason,
+            }),
+            Decision::Apply(spec) => self.apply(&api, template, &name, environment, *spec).await,
+            Decision::Delete { .. } => delete(&api, &name, environment, updated_at).await,
+        }
+    }
+
+    async fn apply(
+        &self,
+        api: &Api<PreviewEnvironment>,
+        template: &PreviewTemplate,
+        name: &str,
+        environment: String,
+        spec: PreviewEnvironmentSpec,
+    ) -> Result<Outcome, IntakeError> {
+        for _ in 0..ATTEMPTS {
+            let existing = api.get_opt(name).await?;
+            if let Some(existing) = &existing {
+                if existing.metadata.deletion_timestamp.is_some() {
+                    // Closed and reopened in quick succession: let the teardown finish first,
+                    // then create it anew.
+                    wait_until_gone(api, name).await?;
+                    continue;
+                }
+                if existing.spec.updated_at > spec.updated_at {
+                    return Ok(Outcome::Stale { environment });
+                }
+                if existing.spec == spec {
+                    return Ok(Outcome::Unchanged { environment });
+                }
+            }
+            let body = environment_object(template, name, &spec, existing.as_ref());
+            let params = PatchParams::apply(naming::FIELD_MANAGER).force();
+            match api.patch(name, &params, &Patch::Apply(&body)).await {
+                Ok(_) => return Ok(Outcome::Applied { environment }),
+                // Someone wrote in between our read and our write: read again and re-decide.
+                Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(IntakeError::Contended(environment))
+    }
+}
+
+async fn delete(
+    api: &Api<PreviewEnvironment>,
+    name: &str,
+    environment: String,
+    updated_at: chrono::DateTime<chrono::Utc>,
+) -> Result<Outcome, IntakeError> {
+    for _ in 0..ATTEMPTS {
+        let Some(existing) = api.get_opt(name).await? else {
+            return Ok(Outcome::Absent { environment });
+        };
+        if existing.spec.updated_at > updated_at {
+            return Ok(Outcome::Stale { environment });
+        }
+        if existing.metadata.deletion_timestamp.is_some() {
+            return Ok(Outcome::Deleted { environment });
+        }
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                resource_version: existing.resource_version(),
+                uid: existing.uid(),
+            }),
+            ..DeleteParams::background()
+        };
+        match api.delete(name, &params).await {
+            Ok(_) => return Ok(Outcome::Deleted { environment }),
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                return Ok(Outcome::Absent { environment });
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(IntakeError::Contended(environment))
+}
+
+async fn wait_until_gone(api: &Api<PreviewEnvironment>, name: &str) -> Result<(), IntakeError> {
+    for _ in 0..40 {
+        if api.get_opt(name).await?.is_none() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(IntakeError::StillDeleting(name.to_string()))
+}
+
+/// The `PreviewEnvironment` as prenv applies it: owned by its template (so deleting the
+/// template tears its environments down), labelled for lookups, and — when it exists — pinned
+/// to the version we compared against, so a concurrent write makes the apply fail instead of
+/// being overwritten by an older state.
+fn environment_object(
+    template: &PreviewTemplate,
+    name: &str,
+    spec: &PreviewEnvironmentSpec,
+    existing: Option<&PreviewEnvironment>,
+) -> serde_json::Value {
+    let owner = OwnerReference {
+        api_version: PreviewTemplate::api_version(&()).into_owned(),
+        kind: PreviewTemplate::kind(&()).into_owned(),
+        name: template.name_any(),
+        uid: template.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: None,
+    };
+    let mut metadata = json!({
+        "name": name,
+        "namespace": template.namespace(),
+        "labels": {
+            naming::MANAGED_BY_LABEL: naming::MANAGED_BY_VALUE,
+            naming::TEMPLATE_LABEL: naming::template_label_value(&template.name_any()),
+            naming::PULL_REQUEST_LABEL: spec.number.to_string(),
+        },
+        "ownerReferences": [owner],
+    });
+    if let Some(rv) = existing.and_then(|e| e.resource_version()) {
+        metadata["resourceVersion"] = json!(rv);
+    }
+    json!({
+        "apiVersion": PreviewEnvironment::api_version(&()),
+        "kind": PreviewEnvironment::kind(&()),
+        "metadata": metadata,
+        "spec": spec,
+    })
+}

@@ -1,0 +1,17 @@
+//! prenv: a Kubernetes operator that gives every GitHub pull request its own preview
+//! environment.
+//!
+//! The modules follow the flow: [`receive`] a delivery → [`decide`] what it means →
+//! [`intake`] writes the `PreviewEnvironment` → [`reconcile`] renders, applies, prunes,
+//! observes and reports → [`collect`] tears down.
+
+pub mod cli;
+pub mod collect;
+pub mod decide;
+pub mod dryrun;
+pub mod intake;
+pub mod model;
+pub mod naming;
+pub mod receive;
+pub mod reconcile;
+pub mod serve;

@@ -1,0 +1,321 @@
+//! Apply and prune: the preview namespace and the rendered objects, by server-side apply with
+//! prenv's field manager; objects a previous render created and this one dropped are deleted.
+
+use crate::model::AppliedKind;
+use crate::naming;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+};
+use kube::discovery::{ApiCapabilities, Scope};
+use kube::{Api, Client, ResourceExt};
+use serde_json::{Value, json};
+use std::collections::{BTreeSet, HashMap};
+use tokio::sync::RwLock;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(
+        "namespace {0} already exists and does not belong to this environment; prenv will not touch it"
+    )]
+    NamespaceConflict(String),
+    #[error("namespace {0} is still terminating from an earlier environment")]
+    NamespaceTerminating(String),
+    #[error("{kind} {name}: the API server does not serve {api_version}/{kind}")]
+    UnknownKind {
+        api_version: String,
+        kind: String,
+        name: String,
+    },
+    #[error("{kind} {name}: cluster-scoped objects are not allowed in a preview")]
+    ClusterScoped { kind: String, name: String },
+    #[error("{kind} {name}: {source}")]
+    Object {
+        kind: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("namespace {name}: {source}")]
+    Namespace {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("pruning {kind}: {source}")]
+    Prune {
+        kind: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl ApplyError {
+    /// Condition reason for this error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApplyError::NamespaceConflict(_) => "NamespaceConflict",
+            ApplyError::NamespaceTerminating(_) => "NamespaceTerminating",
+            ApplyError::UnknownKind { .. } => "UnknownKind",
+            ApplyError::ClusterScoped { .. } => "ObjectRejected",
+            ApplyError::Object { .. } | ApplyError::Namespace { .. } => "ApplyFailed",
+            ApplyError::Prune { .. } => "PruneFailed",
+        }
+    }
+
+    /// Whether the template author must change something (as opposed to a passing condition
+    /// that a retry will clear).
+    pub fn is_permanent(&self) -> bool {
+        !matches!(
+            self,
+            ApplyError::NamespaceTerminating(_)
+                | ApplyError::Prune { .. }
+                | ApplyError::Namespace { .. }
+        )
+    }
+}
+
+/// Discovery answers per kind, kept for the life of the process (a kind that was missing is
+/// asked again next time, so CRDs installed later are found).
+#[derive(Default)]
+pub struct Discovery {
+    known: RwLock<HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)>>,
+}
+
+impl Discovery {
+    pub async fn resolve(
+        &self,
+        client: &Client,
+        gvk: &GroupVersionKind,
+    ) -> Result<Option<(ApiResource, ApiCapabilities)>, kube::Error> {
+        if let Some(found) = self.known.read().await.get(gvk) {
+            return Ok(Some(found.clone()));
+        }
+        match kube::discovery::pinned_kind(client, gvk).await {
+            Ok(found) => {
+                self.known.write().await.insert(gvk.clone(), found.clone());
+                Ok(Some(found))
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
+            Err(kube::Error::Discovery(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// An object ready to apply, with the API resource it goes to.
+pub struct Planned {
+    pub object: Value,
+    pub resource: ApiResource,
+    pub kind: AppliedKind,
+    pub name: String,
+}
+
+fn gvk_of(object: &Value) -> (GroupVersionKind, String, String, String) {
+    let api_version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let kind = object
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let (group, version) = match api_version.split_once('/') {
+        Some((g, v)) => (g.to_string(), v.to_string()),
+        None => (String::new(), api_version.clone()),
+    };
+    (
+        GroupVersionKind::gvk(&group, &version, &kind),
+        api_version,
+        kind,
+        name,
+    )
+}
+
+/// Resolve every object's kind before anything is applied, so an unknown or cluster-scoped
+/// kind fails the whole render instead of half-applying it.
+pub async fn plan(
+    client: &Client,
+    discovery: &Discovery,
+    objects: Vec<Value>,
+) -> Result<Vec<Planned>, PlanError> {
+    let mut planned = Vec::with_capacity(objects.len());
+    for object in objects {
+        let (gvk, api_version, kind, name) = gvk_of(&object);
+        let Some((resource, caps)) = discovery
+            .resolve(client, &gvk)
+            .await
+            .map_err(PlanError::Discovery)?
+        else {
+            return Err(PlanError::Apply(ApplyError::UnknownKind {
+                api_version,
+                kind,
+                name,
+            }));
+        };
+        if caps.scope == Scope::Cluster {
+            return Err(PlanError::Apply(ApplyError::ClusterScoped { kind, name }));
+        }
+        planned.push(Planned {
+            object,
+            resource,
+            kind: AppliedKind { api_version, kind },
+            name,
+        });
+    }
+    Ok(planned)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error("discovery: {0}")]
+    Discovery(#[source] kube::Error),
+}
+
+/// Create or update the preview namespace, refusing one that is not this environment's.
+pub async fn ensure_namespace(
+    client: &Client,
+    name: &str,
+    env_namespace: &str,
+    env_name: &str,
+) -> Result<(), ApplyError> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns_err = |source| ApplyError::Namespace {
+        name: name.to_string(),
+        source,
+    };
+    if let Some(existing) = api.get_opt(name).await.map_err(ns_err)? {
+        if !naming::is_owned_by(existing.metadata.labels.as_ref(), env_namespace, env_name) {
+            return Err(ApplyError::NamespaceConflict(name.to_string()));
+        }
+        if existing.metadata.deletion_timestamp.is_some() {
+            return Err(ApplyError::NamespaceTerminating(name.to_string()));
+        }
+    }
+    let body = json!({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": name,
+            "labels": naming::owned_labels(env_namespace, env_name),
+            "annotations": naming::owned_annotations(env_namespace, env_name),
+        },
+    });
+    api.patch(
+        name,
+        &PatchParams::apply(naming::FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(ns_err)?;
+    Ok(())
+}
+
+/// Delete this environment's namespaces other than `keep` (left behind when the template's
+/// namespace pattern changed). Returns the names still present (terminating).
+pub async fn delete_namespaces(
+    client: &Client,
+    env_namespace: &str,
+    env_name: &str,
+    keep: Option<&str>,
+) -> Result<Vec<String>, kube::Error> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let selector = naming::environment_selector(env_namespace, env_name);
+    let mut remaining = Vec::new();
+    for ns in api.list(&ListParams::default().labels(&selector)).await? {
+        let name = ns.name_any();
+        if Some(name.as_str()) == keep {
+            continue;
+        }
+        // The selector's label value may be a shortened hash: check the full annotation too.
+        if naming::owner_from_annotations(ns.metadata.annotations.as_ref())
+            != Some((env_namespace.to_string(), env_name.to_string()))
+        {
+            continue;
+        }
+        if ns.metadata.deletion_timestamp.is_none() {
+            match api.delete(&name, &DeleteParams::background()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        remaining.push(name);
+    }
+    Ok(remaining)
+}
+
+/// Server-side apply every planned object into `namespace`; returns what the API server
+/// answered (with status, for readiness).
+pub async fn apply_all(
+    client: &Client,
+    namespace: &str,
+    planned: &[Planned],
+) -> Result<Vec<Value>, ApplyError> {
+    let params = PatchParams::apply(naming::FIELD_MANAGER).force();
+    let mut applied = Vec::with_capacity(planned.len());
+    for p in planned {
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &p.resource);
+        let result = api
+            .patch(&p.name, &params, &Patch::Apply(&p.object))
+            .await
+            .map_err(|source| ApplyError::Object {
+                kind: p.kind.kind.clone(),
+                name: p.name.clone(),
+                source,
+            })?;
+        applied.push(serde_json::to_value(result).unwrap_or(Value::Null));
+    }
+    Ok(applied)
+}
+
+/// Delete objects of this environment in `namespace` whose kind is in `kinds` but that the
+/// current render no longer has. Kinds the API server no longer serves are skipped.
+pub async fn prune(
+    client: &Client,
+    discovery: &Discovery,
+    namespace: &str,
+    selector: &str,
+    kinds: &BTreeSet<AppliedKind>,
+    keep: &BTreeSet<(AppliedKind, String)>,
+) -> Result<Vec<String>, ApplyError> {
+    let mut pruned = Vec::new();
+    for kind in kinds {
+        let object = json!({"apiVersion": kind.api_version, "kind": kind.kind});
+        let (gvk, ..) = gvk_of(&object);
+        let prune_err = |source| ApplyError::Prune {
+            kind: kind.kind.clone(),
+            source,
+        };
+        let Some((resource, _)) = discovery.resolve(client, &gvk).await.map_err(prune_err)? else {
+            continue;
+        };
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+        let list = match api.list(&ListParams::default().labels(selector)).await {
+            Ok(list) => list,
+            Err(kube::Error::Api(e)) if e.code == 404 => continue,
+            Err(e) => return Err(prune_err(e)),
+        };
+        for obj in list {
+            let name = obj.name_any();
+            if keep.contains(&(kind.clone(), name.clone())) {
+                continue;
+            }
+            match api.delete(&name, &DeleteParams::background()).await {
+                Ok(_) => pruned.push(format!("{} {name}", kind.kind)),
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(prune_err(e)),
+            }
+        }
+    }
+    Ok(pruned)
+}

@@ -1,0 +1,564 @@
+//! Reconcile: the controller on `PreviewEnvironment`. Render the template, apply into the
+//! preview namespace, prune what the render dropped, observe readiness, write status and
+//! Events. A finalizer is the single top-level action, so deletion always tears down.
+
+pub mod apply;
+pub mod observe;
+pub mod render;
+pub mod status;
+
+use crate::collect;
+use crate::model::{
+    AppliedKind, Phase, PreviewEnvironment, PreviewEnvironmentStatus, PreviewTemplate,
+};
+use crate::naming;
+use crate::serve::scoped;
+use apply::{ApplyError, Discovery, PlanError};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use render::RenderError;
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Finalizer that makes deletion wait for the teardown.
+pub const FINALIZER: &str = "prenv.dev/cleanup";
+
+/// Timing knobs of the controller.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How often a `Ready` environment is re-checked even without changes.
+    pub ready_resync: Duration,
+    /// How often a `Deploying` environment is re-checked (watches usually come first).
+    pub deploying_poll: Duration,
+    /// How soon a failed environment is retried after a transient error.
+    pub retry: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            ready_resync: Duration::from_secs(300),
+            deploying_poll: Duration::from_secs(30),
+            retry: Duration::from_secs(10),
+        }
+    }
+}
+
+pub struct Context {
+    pub client: Client,
+    /// Serve only this namespace (all when `None`).
+    pub namespace: Option<String>,
+    pub recorder: Recorder,
+    pub discovery: Discovery,
+    pub settings: Settings,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        namespace: Option<String>,
+        instance: String,
+        settings: Settings,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "prenv".into(),
+            instance: Some(instance),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            namespace,
+            discovery: Discovery::default(),
+            settings,
+        }
+    }
+
+    /// Record a Kubernetes Event on `env`; failing to record one is logged, never fatal.
+    pub async fn event(
+        &self,
+        env: &PreviewEnvironment,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(truncate(&note, 1000)),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &env.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "could not record event");
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("environment has no namespace")]
+    NoNamespace,
+    #[error("teardown incomplete: {0}")]
+    Cleanup(String),
+    #[error(transparent)]
+    Finalizer(#[from] Box<finalizer::Error<ReconcileError>>),
+}
+
+/// Run the controller until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let client = ctx.client.clone();
+    let scope = ctx.namespace.as_deref();
+    let controller = Controller::new(
+        scoped::<PreviewEnvironment>(&client, scope),
+        watcher::Config::default(),
+    );
+    let store = controller.store();
+    let managed = watcher::Config::default().labels(&format!(
+        "{}={}",
+        naming::MANAGED_BY_LABEL,
+        naming::MANAGED_BY_VALUE
+    ));
+    controller
+        // A template change re-renders every environment made from it.
+        .watches(
+            scoped::<PreviewTemplate>(&client, scope),
+            watcher::Config::default(),
+            move |template| {
+                let namespace = template.namespace();
+                let name = template.name_any();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|env| env.namespace() == namespace && env.spec.template == name)
+                    .map(|env| ObjectRef::from_obj(&*env))
+                    .collect::<Vec<_>>()
+            },
+        )
+        // Workload status changes move an environment to Ready.
+        .watches(
+            Api::<Deployment>::all(client.clone()),
+            managed.clone(),
+            owner_of,
+        )
+        .watches(
+            Api::<StatefulSet>::all(client.clone()),
+            managed.clone(),
+            owner_of,
+        )
+        .watches(Api::<DaemonSet>::all(client), managed, owner_of)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => tracing::debug!(environment = %obj, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile failed"),
+            }
+        })
+        .await;
+}
+
+fn owner_of<K: Resource>(obj: K) -> Option<ObjectRef<PreviewEnvironment>> {
+    let (namespace, name) = naming::owner_from_annotations(obj.meta().annotations.as_ref())?;
+    Some(ObjectRef::new(&name).within(&namespace))
+}
+
+async fn reconcile(
+    env: Arc<PreviewEnvironment>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let namespace = env.namespace().ok_or(ReconcileError::NoNamespace)?;
+    let api: Api<PreviewEnvironment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let span =
+        tracing::info_span!("reconcile", environment = %format!("{namespace}/{}", env.name_any()));
+    let _enter = span.enter();
+    drop(_enter);
+    finalizer(&api, FINALIZER, env, |event| async {
+        match event {
+            finalizer::Event::Apply(env) => deploy(&env, &ctx).await,
+            finalizer::Event::Cleanup(env) => collect::teardown(&env, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| ReconcileError::Finalizer(Box::new(e)))
+}
+
+fn error_policy(env: Arc<PreviewEnvironment>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    tracing::warn!(environment = %env.name_any(), %error, "reconcile failed; retrying");
+    Action::requeue(ctx.settings.retry)
+}
+
+/// What the deploy pipeline got to.
+enum Outcome {
+    Deployed {
+        namespace: String,
+        url: Option<String>,
+        kinds: BTreeSet<AppliedKind>,
+        /// How many objects were applied.
+        objects: usize,
+        waiting: Vec<String>,
+        pruned: Vec<String>,
+        expires_after: Option<Duration>,
+    },
+    /// A stage failed. `stage` is the condition it fails.
+    Failed {
+        stage: &'static str,
+        reason: &'static str,
+        message: String,
+        namespace: Option<String>,
+        url: Option<String>,
+        /// Kinds that may still have objects to prune later.
+        kinds: BTreeSet<AppliedKind>,
+        permanent: bool,
+    },
+}
+
+impl Outcome {
+    fn render_failed(e: &RenderError) -> Self {
+        Outcome::Failed {
+            stage: status::RENDERED,
+            reason: e.reason(),
+            message: e.to_string(),
+            namespace: None,
+            url: None,
+            kinds: BTreeSet::new(),
+            permanent: true,
+        }
+    }
+}
+
+async fn deploy(env: &PreviewEnvironment, ctx: &Context) -> Result<Action, ReconcileError> {
+    let namespace = env.namespace().ok_or(ReconcileError::NoNamespace)?;
+    let name = env.name_any();
+    let old = env.status.clone().unwrap_or_default();
+    let outcome = pipeline(env, ctx, &namespace, &name, &old).await?;
+    let new = next_status(env, &old, &outcome);
+    let api: Api<PreviewEnvironment> = Api::namespaced(ctx.client.clone(), &namespace);
+    if let Some(patch) = status::patch(&old, &new) {
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    announce(env, ctx, &old, &new, &outcome).await;
+    Ok(match &outcome {
+        Outcome::Deployed { waiting, .. } if waiting.is_empty() => {
+            Action::requeue(ctx.settings.ready_resync)
+        }
+        Outcome::Deployed { .. } => Action::requeue(ctx.settings.deploying_poll),
+        Outcome::Failed {
+            permanent: true, ..
+        } => Action::requeue(ctx.settings.ready_resync),
+        Outcome::Failed { .. } => Action::requeue(ctx.settings.retry),
+    })
+}
+
+/// Render → plan → namespace → apply → prune → observe. Errors a template author or operator
+/// can act on become an `Outcome::Failed`; only API trouble writing our own status is an `Err`.
+async fn pipeline(
+    env: &PreviewEnvironment,
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    old: &PreviewEnvironmentStatus,
+) -> Result<Outcome, ReconcileError> {
+    let client = &ctx.client;
+    let templates: Api<PreviewTemplate> = Api::namespaced(client.clone(), namespace);
+    let Some(template) = templates.get_opt(&env.spec.template).await? else {
+        return Ok(Outcome::Failed {
+            stage: status::RENDERED,
+            reason: "TemplateMissing",
+            message: format!("PreviewTemplate {} does not exist", env.spec.template),
+            namespace: None,
+            url: None,
+            kinds: BTreeSet::new(),
+            permanent: true,
+        });
+    };
+    let expires_after = match template.spec.ttl.as_deref().map(humantime::parse_duration) {
+        Some(Err(e)) => {
+            return Ok(Outcome::render_failed(&RenderError::Resources(format!(
+                "ttl: {e}"
+            ))));
+        }
+        Some(Ok(d)) => Some(d),
+        None => None,
+    };
+    let rendered = match render::render(&template.name_any(), &template.spec, &env.spec) {
+        Ok(r) => r,
+        Err(e) => return Ok(Outcome::render_failed(&e)),
+    };
+    let preview_ns = rendered.namespace.clone();
+    let url = rendered.url.clone();
+    let previous: BTreeSet<AppliedKind> = old.applied_kinds.iter().cloned().collect();
+    let failed = |stage, e: &ApplyError, kinds: BTreeSet<AppliedKind>| Outcome::Failed {
+        stage,
+        reason: e.reason(),
+        message: e.to_string(),
+        namespace: Some(preview_ns.clone()),
+        url: url.clone(),
+        kinds,
+        permanent: e.is_permanent(),
+    };
+
+    let labels = naming::owned_labels(namespace, name);
+    let annotations = naming::owned_annotations(namespace, name);
+    let mut objects = rendered.objects;
+    for object in &mut objects {
+        if let Err(e) = render::claim_object(object, &preview_ns, &labels, &annotations) {
+            return Ok(Outcome::render_failed(&e));
+        }
+    }
+    let planned = match apply::plan(client, &ctx.discovery, objects).await {
+        Ok(p) => p,
+        Err(PlanError::Apply(e)) => return Ok(failed(status::RENDERED, &e, previous)),
+        Err(PlanError::Discovery(e)) => return Err(e.into()),
+    };
+
+    if let Err(e) = apply::ensure_namespace(client, &preview_ns, namespace, name).await {
+        return Ok(failed(status::APPLIED, &e, previous));
+    }
+    // A namespace left from an earlier namespace pattern goes away.
+    apply::delete_namespaces(client, namespace, name, Some(&preview_ns)).await?;
+
+    let kinds: BTreeSet<AppliedKind> = planned.iter().map(|p| p.kind.clone()).collect();
+    let mut all_kinds = previous.clone();
+    all_kinds.extend(kinds.iter().cloned());
+    let applied = match apply::apply_all(client, &preview_ns, &planned).await {
+        Ok(a) => a,
+        Err(e) => return Ok(failed(status::APPLIED, &e, all_kinds)),
+    };
+    let keep: BTreeSet<(AppliedKind, String)> = planned
+        .iter()
+        .map(|p| (p.kind.clone(), p.name.clone()))
+        .collect();
+    let selector = naming::environment_selector(namespace, name);
+    let pruned = match apply::prune(
+        client,
+        &ctx.discovery,
+        &preview_ns,
+        &selector,
+        &all_kinds,
+        &keep,
+    )
+    .await
+    {
+        Ok(p) => p,
+        Err(e) => return Ok(failed(status::APPLIED, &e, all_kinds)),
+    };
+    let waiting = applied.iter().filter_map(observe::not_ready).collect();
+    Ok(Outcome::Deployed {
+        namespace: preview_ns,
+        url,
+        kinds,
+        objects: planned.len(),
+        waiting,
+        pruned,
+        expires_after,
+    })
+}
+
+/// The status `outcome` leads to. Fields only change when something real changed, so a
+/// reconcile that finds everything in place writes nothing.
+fn next_status(
+    env: &PreviewEnvironment,
+    old: &PreviewEnvironmentStatus,
+    outcome: &Outcome,
+) -> PreviewEnvironmentStatus {
+    let mut new = old.clone();
+    let generation = env.metadata.generation;
+    new.observed_generation = generation;
+    let head = &env.spec.head_sha;
+    let short: String = head.chars().take(7).collect();
+    match outcome {
+        Outcome::Deployed {
+            namespace,
+            url,
+            kinds,
+            objects,
+            waiting,
+            expires_after,
+            ..
+        } => {
+            if new.observed_head_sha.as_ref() != Some(head) || new.last_deployed_at.is_none() {
+                new.last_deployed_at = Some(chrono::Utc::now());
+            }
+            new.observed_head_sha = Some(head.clone());
+            new.short_sha = Some(short.clone());
+            new.namespace = Some(namespace.clone());
+            new.url = url.clone();
+            new.applied_kinds = kinds.iter().cloned().collect();
+            new.expires_at = match (expires_after, new.last_deployed_at) {
+                (Some(ttl), Some(at)) => chrono::Duration::from_std(*ttl).ok().map(|d| at + d),
+                _ => None,
+            };
+            // Condition messages are never empty: some API servers read "" as null.
+            let rendered = format!("rendered {objects} objects at {short}");
+            status::set_condition(
+                &mut new.conditions,
+                status::RENDERED,
+                true,
+                "Rendered",
+                &rendered,
+                generation,
+            );
+            let applied = format!("applied {objects} objects into namespace {namespace}");
+            status::set_condition(
+                &mut new.conditions,
+                status::APPLIED,
+                true,
+                "Applied",
+                &applied,
+                generation,
+            );
+            if waiting.is_empty() {
+                new.phase = Some(Phase::Ready);
+                new.message = Some(format!("{short} is ready in namespace {namespace}"));
+                status::set_condition(
+                    &mut new.conditions,
+                    status::READY,
+                    true,
+                    "Available",
+                    "all workloads are available",
+                    generation,
+                );
+            } else {
+                new.phase = Some(Phase::Deploying);
+                let message = format!("deploying {short}: waiting for {}", waiting.join("; "));
+                status::set_condition(
+                    &mut new.conditions,
+                    status::READY,
+                    false,
+                    "Deploying",
+                    &message,
+                    generation,
+                );
+                new.message = Some(message);
+            }
+        }
+        Outcome::Failed {
+            stage,
+            reason,
+            message,
+            namespace,
+            url,
+            kinds,
+            ..
+        } => {
+            // Keep what is known to be deployed; say which head failed.
+            if namespace.is_some() {
+                new.namespace = namespace.clone();
+                new.url = url.clone();
+            }
+            new.applied_kinds = kinds.iter().cloned().collect();
+            new.phase = Some(Phase::Failed);
+            new.message = Some(format!("{short}: {message}"));
+            if *stage == status::RENDERED {
+                status::set_condition(
+                    &mut new.conditions,
+                    status::RENDERED,
+                    false,
+                    reason,
+                    message,
+                    generation,
+                );
+                status::remove_condition(&mut new.conditions, status::APPLIED);
+            } else {
+                let rendered = format!("rendered {short}");
+                status::set_condition(
+                    &mut new.conditions,
+                    status::RENDERED,
+                    true,
+                    "Rendered",
+                    &rendered,
+                    generation,
+                );
+                status::set_condition(
+                    &mut new.conditions,
+                    status::APPLIED,
+                    false,
+                    reason,
+                    message,
+                    generation,
+                );
+            }
+            status::set_condition(
+                &mut new.conditions,
+                status::READY,
+                false,
+                "Failed",
+                message,
+                generation,
+            );
+        }
+    }
+    new
+}
+
+/// Kubernetes Events for what changed: a failure (once per distinct message), a deploy of a
+/// new head, pruned objects, becoming ready.
+async fn announce(
+    env: &PreviewEnvironment,
+    ctx: &Context,
+    old: &PreviewEnvironmentStatus,
+    new: &PreviewEnvironmentStatus,
+    outcome: &Outcome,
+) {
+    match outcome {
+        Outcome::Failed {
+            reason, message, ..
+        } => {
+            if old.phase != Some(Phase::Failed) || old.message != new.message {
+                ctx.event(env, EventType::Warning, reason, message.clone())
+                    .await;
+            }
+        }
+        Outcome::Deployed {
+            namespace, pruned, ..
+        } => {
+            if old.observed_head_sha != new.observed_head_sha {
+                let short = new.short_sha.clone().unwrap_or_default();
+                ctx.event(
+                    env,
+                    EventType::Normal,
+                    "Deployed",
+                    format!("applied {short} into namespace {namespace}"),
+                )
+                .await;
+            }
+            if !pruned.is_empty() {
+                ctx.event(
+                    env,
+                    EventType::Normal,
+                    "Pruned",
+                    format!("deleted {}", pruned.join(", ")),
+                )
+                .await;
+            }
+            if new.phase == Some(Phase::Ready) && old.phase != Some(Phase::Ready) {
+                ctx.event(
+                    env,
+                    EventType::Normal,
+                    "Ready",
+                    new.message.clone().unwrap_or_default(),
+                )
+                .await;
+            }
+        }
+    }
+}
