@@ -1,0 +1,512 @@
+//! The core flow against a real API server: a pull request becomes a preview namespace,
+//! follows its pushes and is torn down on close.
+
+mod support;
+
+use github_standin::NewPr;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
+use kube::api::ListParams;
+use kube::{Api, Client};
+use prenv::model::PreviewEnvironment;
+use serde_json::json;
+use std::time::Duration;
+use support::*;
+
+fn new_pr(title: &str) -> NewPr {
+    NewPr {
+        title: title.to_string(),
+        author: "octocat".to_string(),
+        head_ref: "feature/checkout".to_string(),
+        base_ref: "main".to_string(),
+        ..Default::default()
+    }
+}
+
+async fn config_map(client: &Client, ns: &str, name: &str) -> Option<ConfigMap> {
+    Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()
+}
+
+async fn namespace_exists(client: &Client, name: &str) -> bool {
+    Api::<Namespace>::all(client.clone())
+        .get_opt(name)
+        .await
+        .expect("get namespace")
+        .is_some()
+}
+
+fn head_sha(delivered: &github_standin::Delivered) -> String {
+    delivered.payload["pull_request"]["head"]["sha"]
+        .as_str()
+        .expect("delivery has a head sha")
+        .to_string()
+}
+
+#[tokio::test]
+async fn pull_request_lifecycle_open_push_ready_prune_close() {
+    let Scenario {
+        client,
+        ns,
+        template,
+        repo,
+        github,
+        prenv,
+    } = Scenario::start("t-life", web_template).await;
+
+    // Opened: namespace with the rendered ConfigMap, Deployment and Service at the head SHA.
+    let opened = github
+        .open_pr(&repo, new_pr("Add checkout"))
+        .await
+        .expect("opened");
+    assert_eq!(opened.status, 200, "{}", opened.body);
+    let number = opened.payload["number"].as_u64().expect("number");
+    let env_name = format!("{template}-{number}");
+    let preview_ns = format!("{template}-pr-{number}");
+    let sha1 = head_sha(&opened);
+    let env = wait_environment(&client, &ns, &env_name, "environment deploying", |e| {
+        phase(e).as_deref() == Some("Deploying")
+    })
+    .await;
+    let status = env.status.clone().expect("status");
+    assert_eq!(status.namespace.as_deref(), Some(preview_ns.as_str()));
+    assert_eq!(
+        status.url.as_deref(),
+        Some(format!("https://pr-{number}.{template}.preview.example.com").as_str())
+    );
+    assert_eq!(status.observed_head_sha.as_deref(), Some(sha1.as_str()));
+    assert_eq!(status.short_sha.as_deref(), Some(&sha1[..7]));
+
+    let ns_obj = Api::<Namespace>::all(client.clone())
+        .get(&preview_ns)
+        .await
+        .expect("namespace");
+    let labels = ns_obj.metadata.labels.expect("labels");
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "prenv");
+    assert_eq!(labels["prenv.dev/environment"], format!("{ns}.{env_name}"));
+    let cm = config_map(&client, &preview_ns, "app-config")
+        .await
+        .expect("configmap");
+    assert_eq!(cm.data.as_ref().expect("data")["HEAD_SHA"], sha1);
+    assert_eq!(cm.data.as_ref().expect("data")["PR_TITLE"], "Add checkout");
+    assert_eq!(
+        cm.metadata.labels.as_ref().expect("labels")["app.kubernetes.io/managed-by"],
+        "prenv"
+    );
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &preview_ns);
+    let image = |d: &Deployment| {
+        d.spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .map(|s| s.containers[0].image.clone())
+    };
+    let web = deployments.get("web").await.expect("deployment");
+    assert_eq!(
+        image(&web).flatten(),
+        Some(format!("registry.example.com/shop:{sha1}"))
+    );
+    Api::<Service>::namespaced(client.clone(), &preview_ns)
+        .get("web")
+        .await
+        .expect("service");
+
+    // A kubelet reports the pod ready: the Deployment becomes available and so Ready.
+    make_pods_ready(&client, &preview_ns).await;
+    let env = wait_environment(&client, &ns, &env_name, "environment ready", |e| {
+        phase(e).as_deref() == Some("Ready")
+    })
+    .await;
+    let ready = condition(&env, "Ready");
+    assert_eq!(ready.status, "True");
+
+    // A push: the objects follow the new head.
+    let pushed = github.push(&repo, number).await.expect("pushed");
+    assert_eq!(pushed.status, 200, "{}", pushed.body);
+    let sha2 = head_sha(&pushed);
+    assert_ne!(sha1, sha2);
+    wait_for(
+        "config map at the new head",
+        Duration::from_secs(60),
+        || async {
+            let cm = config_map(&client, &preview_ns, "app-config").await?;
+            (cm.data?.get("HEAD_SHA")? == &sha2).then_some(())
+        },
+    )
+    .await;
+    let web = deployments.get("web").await.expect("deployment");
+    assert_eq!(
+        image(&web).flatten(),
+        Some(format!("registry.example.com/shop:{sha2}"))
+    );
+    let env = wait_environment(&client, &ns, &env_name, "status at the new head", |e| {
+        e.status.as_ref().and_then(|s| s.observed_head_sha.clone()) == Some(sha2.clone())
+    })
+    .await;
+    assert_eq!(env.spec.head_sha, sha2);
+
+    // The older "opened" delivery arrives late (fresh delivery id): nothing moves back.
+    let (code, body) = post_delivery(
+        &prenv.webhook_url(),
+        "pull_request",
+        "late-delivery-1",
+        &opened.body_bytes,
+        Some(sign(&opened.body_bytes)),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("stale"), "{body}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let env = environment(&client, &ns, &env_name)
+        .await
+        .expect("environment");
+    assert_eq!(env.spec.head_sha, sha2);
+    let cm = config_map(&client, &preview_ns, "app-config")
+        .await
+        .expect("configmap");
+    assert_eq!(cm.data.as_ref().expect("data")["HEAD_SHA"], sha2);
+
+    // The template drops the Service: it is pruned, the rest stays.
+    let without_service = support::WEB_RESOURCES
+        .split("\n---\n")
+        .filter(|doc| !doc.contains("kind: Service"))
+        .collect::<Vec<_>>()
+        .join("\n---\n");
+    let mut spec = web_template(&repo);
+    spec["resources"] = json!(without_service);
+    apply_template(&client, &ns, &template, spec).await;
+    wait_for("service pruned", Duration::from_secs(60), || async {
+        let svc = Api::<Service>::namespaced(client.clone(), &preview_ns)
+            .get_opt("web")
+            .await
+            .ok()?;
+        svc.is_none().then_some(())
+    })
+    .await;
+    assert!(
+        config_map(&client, &preview_ns, "app-config")
+            .await
+            .is_some()
+    );
+    assert!(deployments.get_opt("web").await.expect("get").is_some());
+
+    // Closed: the environment goes, the namespace is finalized.
+    let closed = github.close(&repo, number, false).await.expect("closed");
+    assert_eq!(closed.status, 200, "{}", closed.body);
+    wait_for("environment deleted", Duration::from_secs(60), || async {
+        environment(&client, &ns, &env_name)
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    wait_for(
+        "preview namespace finalized",
+        Duration::from_secs(90),
+        || async { (!namespace_exists(&client, &preview_ns).await).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn forged_or_altered_deliveries_create_nothing() {
+    let Scenario {
+        client,
+        ns,
+        template: _,
+        repo,
+        github,
+        prenv,
+    } = Scenario::start("t-forged", web_template).await;
+    // The stand-in signs with the wrong secret.
+    github.clear_hooks();
+    github.add_hook(&prenv.webhook_url(), "not-the-secret");
+    let opened = github
+        .open_pr(&repo, new_pr("Forged"))
+        .await
+        .expect("opened");
+    assert_eq!(opened.status, 401, "{}", opened.body);
+
+    // The right signature over a body altered by one byte.
+    let mut altered = opened.body_bytes.clone();
+    let pos = altered
+        .iter()
+        .position(|b| *b == b'F')
+        .expect("an F in the title");
+    altered[pos] = b'G';
+    let (code, _) = post_delivery(
+        &prenv.webhook_url(),
+        "pull_request",
+        "altered-1",
+        &altered,
+        Some(sign(&opened.body_bytes)),
+    )
+    .await;
+    assert_eq!(code, 401);
+    // No signature at all.
+    let (code, _) = post_delivery(
+        &prenv.webhook_url(),
+        "pull_request",
+        "unsigned-1",
+        &opened.body_bytes,
+        None,
+    )
+    .await;
+    assert_eq!(code, 401);
+
+    // The same body properly signed is accepted, proving the rejections were about the
+    // signature alone; then closed again so nothing is left behind.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let envs: Api<PreviewEnvironment> = Api::namespaced(client.clone(), &ns);
+    assert!(
+        envs.list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+            .is_empty()
+    );
+    let (code, body) = post_delivery(
+        &prenv.webhook_url(),
+        "pull_request",
+        "genuine-1",
+        &opened.body_bytes,
+        Some(sign(&opened.body_bytes)),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        envs.list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn broken_template_fails_with_condition_and_event_and_applies_nothing() {
+    let Scenario {
+        client,
+        ns,
+        template,
+        repo,
+        github,
+        prenv,
+    } = Scenario::start("t-broken", |repo| {
+        let mut spec = web_template(repo);
+        spec["resources"] = json!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ok\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: broken\ndata:\n  x: {{ pr.no_such_variable }}\n"
+        );
+        spec
+    })
+    .await;
+    let opened = github
+        .open_pr(&repo, new_pr("Broken"))
+        .await
+        .expect("opened");
+    assert_eq!(opened.status, 200, "{}", opened.body);
+    let number = opened.payload["number"].as_u64().expect("number");
+    let env_name = format!("{template}-{number}");
+    let env = wait_environment(&client, &ns, &env_name, "environment failed", |e| {
+        phase(e).as_deref() == Some("Failed")
+    })
+    .await;
+    let rendered = condition(&env, "Rendered");
+    assert_eq!(rendered.status, "False");
+    assert_eq!(rendered.reason, "TemplateError");
+    assert!(
+        rendered.message.contains("undefined"),
+        "{}",
+        rendered.message
+    );
+    let events = wait_for("a TemplateError event", Duration::from_secs(30), || async {
+        let events = events_for(&client, &ns, &env_name).await;
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("TemplateError"))
+            .then_some(events)
+    })
+    .await;
+    assert!(events.iter().any(|e| e.type_.as_deref() == Some("Warning")));
+    // Nothing applied: not even the namespace.
+    assert!(!namespace_exists(&client, &format!("{template}-pr-{number}")).await);
+    drop(prenv);
+}
+
+#[tokio::test]
+async fn foreign_namespace_is_left_alone() {
+    let Scenario {
+        client,
+        ns,
+        template,
+        repo,
+        github,
+        prenv: _prenv,
+    } = Scenario::start_before("t-foreign", web_template, |client, template| async move {
+        // Someone else's namespace already has the name PR 1 would get.
+        let foreign = format!("{template}-pr-1");
+        create_namespace(&client, &foreign).await;
+        let precious: ConfigMap = serde_json::from_value(json!({
+            "metadata": {"name": "app-config", "namespace": foreign},
+            "data": {"owner": "someone else"},
+        }))
+        .expect("configmap");
+        Api::<ConfigMap>::namespaced(client.clone(), &foreign)
+            .create(&Default::default(), &precious)
+            .await
+            .expect("created");
+    })
+    .await;
+    let foreign = format!("{template}-pr-1");
+    let opened = github
+        .open_pr(&repo, new_pr("Collide"))
+        .await
+        .expect("opened");
+    assert_eq!(opened.payload["number"], 1);
+    let env_name = format!("{template}-1");
+    let env = wait_environment(&client, &ns, &env_name, "environment failed", |e| {
+        phase(e).as_deref() == Some("Failed")
+    })
+    .await;
+    let applied = condition(&env, "Applied");
+    assert_eq!(applied.reason, "NamespaceConflict");
+    assert!(applied.message.contains(&foreign), "{}", applied.message);
+
+    let check_untouched = || async {
+        let ns_obj = Api::<Namespace>::all(client.clone())
+            .get(&foreign)
+            .await
+            .expect("still there");
+        assert!(
+            ns_obj
+                .metadata
+                .labels
+                .unwrap_or_default()
+                .keys()
+                .all(|k| !k.starts_with("prenv.dev") && k != "app.kubernetes.io/managed-by")
+        );
+        let cm = config_map(&client, &foreign, "app-config")
+            .await
+            .expect("configmap");
+        assert_eq!(cm.data.expect("data")["owner"], "someone else");
+        assert!(
+            Api::<Deployment>::namespaced(client.clone(), &foreign)
+                .list(&ListParams::default())
+                .await
+                .expect("list")
+                .items
+                .is_empty()
+        );
+    };
+    check_untouched().await;
+
+    // Closing tears down the environment but never the foreign namespace.
+    github.close(&repo, 1, false).await.expect("closed");
+    wait_for("environment deleted", Duration::from_secs(60), || async {
+        environment(&client, &ns, &env_name)
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    check_untouched().await;
+    let ns_obj = Api::<Namespace>::all(client.clone())
+        .get(&foreign)
+        .await
+        .expect("exists");
+    assert!(ns_obj.metadata.deletion_timestamp.is_none());
+}
+
+#[tokio::test]
+async fn restarts_between_deliveries_reach_the_same_end_state() {
+    let Scenario {
+        client,
+        ns,
+        template,
+        repo,
+        github,
+        mut prenv,
+    } = Scenario::start("t-restart", web_template).await;
+
+    let opened = github
+        .open_pr(&repo, new_pr("Restart"))
+        .await
+        .expect("opened");
+    let number = opened.payload["number"].as_u64().expect("number");
+    let env_name = format!("{template}-{number}");
+    let preview_ns = format!("{template}-pr-{number}");
+    let sha1 = head_sha(&opened);
+    wait_environment(&client, &ns, &env_name, "deploying", |e| {
+        e.status.as_ref().and_then(|s| s.observed_head_sha.clone()) == Some(sha1.clone())
+    })
+    .await;
+
+    prenv.restart().await;
+    // The same delivery again after the restart: applied state is unchanged.
+    let again = github.redeliver(&opened.id).await.expect("redelivered");
+    assert_eq!(again.status, 200, "{}", again.body);
+    let pushed = github.push(&repo, number).await.expect("pushed");
+    assert_eq!(pushed.status, 200, "{}", pushed.body);
+    let sha2 = head_sha(&pushed);
+    wait_environment(&client, &ns, &env_name, "at the new head", |e| {
+        e.status.as_ref().and_then(|s| s.observed_head_sha.clone()) == Some(sha2.clone())
+    })
+    .await;
+    prenv.restart().await;
+    make_pods_ready(&client, &preview_ns).await;
+    wait_environment(&client, &ns, &env_name, "ready", |e| {
+        phase(e).as_deref() == Some("Ready")
+    })
+    .await;
+    prenv.restart().await;
+    // Let the restarted controller re-reconcile everything.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Nothing duplicated: one environment, one namespace, one of each object, and one
+    // "Deployed" event per head.
+    let envs: Api<PreviewEnvironment> = Api::namespaced(client.clone(), &ns);
+    assert_eq!(
+        envs.list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+            .len(),
+        1
+    );
+    let owned = Api::<Namespace>::all(client.clone())
+        .list(&ListParams::default().labels(&format!("prenv.dev/environment={ns}.{env_name}")))
+        .await
+        .expect("list");
+    assert_eq!(owned.items.len(), 1);
+    let cms = Api::<ConfigMap>::namespaced(client.clone(), &preview_ns)
+        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=prenv"))
+        .await
+        .expect("list");
+    assert_eq!(cms.items.len(), 1);
+    let deployed: Vec<_> = events_for(&client, &ns, &env_name)
+        .await
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("Deployed"))
+        .collect();
+    assert_eq!(
+        deployed.len(),
+        2,
+        "one Deployed event per head: {deployed:?}"
+    );
+    let env = environment(&client, &ns, &env_name)
+        .await
+        .expect("environment");
+    assert_eq!(phase(&env).as_deref(), Some("Ready"));
+
+    github.close(&repo, number, true).await.expect("closed");
+    wait_for("environment deleted", Duration::from_secs(60), || async {
+        environment(&client, &ns, &env_name)
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}

@@ -1,0 +1,528 @@
+//! Shared test harness: a real Kubernetes control plane (started once per test run), the
+//! GitHub stand-in, and `prenv serve` run as a real process.
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+use github_standin::{Config as StandInConfig, StandIn};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, CustomResourceExt, ResourceExt};
+use prenv::model::{PreviewEnvironment, PreviewTemplate};
+use serde_json::json;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+
+pub const SECRET: &str = "test-webhook-secret";
+pub const TOKEN: &str = "ghp_prenvtesttoken";
+pub const BOT: &str = "prenv-bot";
+
+/// The kubeconfig of the test control plane. `PRENV_TEST_KUBECONFIG` names a running one (the
+/// README's test command starts one and sets it); otherwise one is started under the target
+/// directory and left running for the next test binary. Never skips: without binaries this
+/// fails and says how to get them.
+pub fn kubeconfig() -> &'static Path {
+    static KUBECONFIG: OnceLock<PathBuf> = OnceLock::new();
+    KUBECONFIG.get_or_init(|| {
+        if let Ok(path) = std::env::var("PRENV_TEST_KUBECONFIG") {
+            return PathBuf::from(path);
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("control-plane");
+        let lock = Path::new(env!("CARGO_TARGET_TMPDIR")).join("control-plane.lock");
+        // `flock` serializes test binaries starting at once; `start` is idempotent.
+        let out = Command::new("flock")
+            .arg(&lock)
+            .arg(root.join("scripts/control-plane.sh"))
+            .arg("start")
+            .arg(&dir)
+            .stderr(Stdio::inherit())
+            .output();
+        match out {
+            Ok(out) if out.status.success() => {
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                PathBuf::from(stdout.lines().last().unwrap_or_default().trim())
+            }
+            other => panic!(
+                "no Kubernetes control plane for the integration tests ({other:?}).\n\
+                 Run `scripts/test.sh` (it builds and starts one), or `scripts/control-plane.sh start DIR` \
+                 and set PRENV_TEST_KUBECONFIG=DIR/kubeconfig. Binaries come from PRENV_K8S_BIN_DIR, PATH, \
+                 or are built once into ~/.cache/prenv (see README)."
+            ),
+        }
+    })
+}
+
+pub async fn client() -> Client {
+    let kubeconfig =
+        kube::config::Kubeconfig::read_from(kubeconfig()).expect("kubeconfig readable");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("kubeconfig valid");
+    let client = Client::try_from(config).expect("client");
+    install_crds(&client).await;
+    client
+}
+
+/// Install prenv's CRDs once per test binary (idempotent server-side apply) and wait until the
+/// API server serves them.
+async fn install_crds(client: &Client) {
+    static DONE: OnceCell<()> = OnceCell::const_new();
+    DONE.get_or_init(|| async {
+        let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+        for crd in [PreviewTemplate::crd(), PreviewEnvironment::crd()] {
+            let name = crd.name_any();
+            api.patch(
+                &name,
+                &PatchParams::apply("prenv-tests").force(),
+                &Patch::Apply(&crd),
+            )
+            .await
+            .expect("CRD applied");
+            wait_for(
+                &format!("CRD {name} established"),
+                Duration::from_secs(30),
+                || async {
+                    let crd = api.get(&name).await.ok()?;
+                    crd.status?
+                        .conditions?
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                        .then_some(())
+                },
+            )
+            .await;
+        }
+    })
+    .await;
+}
+
+/// A short random suffix, so every test has its own names in the shared cluster.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let n = nanos ^ (std::process::id() << 16);
+    let alphabet = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let suffix: String = (0..5)
+        .map(|i| alphabet[((n >> (i * 5)) % 36) as usize] as char)
+        .collect();
+    format!("{prefix}-{suffix}")
+}
+
+/// Poll `check` until it returns `Some`, or panic after `timeout` naming `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub async fn create_namespace(client: &Client, name: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace"),
+    )
+    .await
+    .expect("namespace created");
+}
+
+/// Apply a `PreviewTemplate` into `namespace`.
+pub async fn apply_template(client: &Client, namespace: &str, name: &str, spec: serde_json::Value) {
+    let api: Api<PreviewTemplate> = Api::namespaced(client.clone(), namespace);
+    let body = json!({
+        "apiVersion": "prenv.dev/v1alpha1",
+        "kind": "PreviewTemplate",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    });
+    api.patch(
+        name,
+        &PatchParams::apply("prenv-tests").force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .expect("template applied");
+}
+
+/// A template with a ConfigMap, a Deployment and a Service that all carry the head SHA.
+pub fn web_template(repository: &str) -> serde_json::Value {
+    json!({
+        "repository": repository,
+        "url": "https://pr-{{ pr.number }}.{{ template }}.preview.example.com",
+        "resources": WEB_RESOURCES,
+    })
+}
+
+pub const WEB_RESOURCES: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: app-config
+data:
+  HEAD_SHA: "{{ pr.head_sha }}"
+  PR_TITLE: {{ pr.title }}
+  URL: {{ url }}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: "registry.example.com/shop:{{ pr.head_sha }}"
+        envFrom:
+        - configMapRef: {name: app-config}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: {app: web}
+  ports:
+  - port: 80
+    targetPort: 8080
+"#;
+
+/// Two free loopback ports.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// `prenv serve` as a real process, scoped to one namespace.
+pub struct Prenv {
+    child: Option<Child>,
+    pub port: u16,
+    pub admin_port: u16,
+    namespace: String,
+    extra_args: Vec<String>,
+    log: PathBuf,
+}
+
+impl Prenv {
+    pub async fn start(namespace: &str, github: &StandIn) -> Prenv {
+        Self::start_with(namespace, github, &[]).await
+    }
+
+    pub async fn start_with(namespace: &str, _github: &StandIn, extra: &[&str]) -> Prenv {
+        let args = extra.iter().map(|s| s.to_string()).collect();
+        let mut prenv = Prenv {
+            child: None,
+            port: free_port(),
+            admin_port: free_port(),
+            namespace: namespace.to_string(),
+            extra_args: args,
+            log: Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("prenv-{namespace}.log")),
+        };
+        prenv.launch().await;
+        prenv
+    }
+
+    pub fn webhook_url(&self) -> String {
+        format!("http://127.0.0.1:{}/webhooks/github", self.port)
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin_port)
+    }
+
+    async fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_prenv"))
+            .arg("serve")
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(["--admin-listen", &format!("127.0.0.1:{}", self.admin_port)])
+            .args(["--namespace", &self.namespace])
+            .args(&self.extra_args)
+            .env("KUBECONFIG", kubeconfig())
+            .env("PRENV_WEBHOOK_SECRET", SECRET)
+            .env("GITHUB_TOKEN", TOKEN)
+            .env("RUST_LOG", "info,prenv=debug")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("prenv starts");
+        self.child = Some(child);
+        let ready = format!("{}/readyz", self.admin_url());
+        let http = reqwest::Client::new();
+        let log = self.log.clone();
+        wait_for(
+            &format!("prenv ready (log: {})", log.display()),
+            Duration::from_secs(30),
+            || {
+                let http = http.clone();
+                let ready = ready.clone();
+                async move {
+                    let resp = http.get(&ready).send().await.ok()?;
+                    resp.status().is_success().then_some(())
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Stop the process (SIGTERM, as Kubernetes would), waiting for it to exit.
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            for _ in 0..100 {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.launch().await;
+    }
+}
+
+impl Drop for Prenv {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A stand-in GitHub with one repository whose deliveries go to `prenv`.
+pub async fn github(repository: &str) -> StandIn {
+    let standin = StandIn::start(StandInConfig::default())
+        .await
+        .expect("stand-in starts");
+    standin.add_repo(repository);
+    standin.add_token(TOKEN, BOT);
+    standin
+}
+
+/// One test's world: its own namespace with a template serving its own repository, a GitHub
+/// stand-in whose deliveries go to a `prenv serve` scoped to that namespace.
+pub struct Scenario {
+    pub client: Client,
+    /// Namespace of the template and its environments.
+    pub ns: String,
+    pub template: String,
+    pub repo: String,
+    pub github: StandIn,
+    pub prenv: Prenv,
+}
+
+impl Scenario {
+    /// Start with the web template, or with the template `spec` makes from the repository name.
+    pub async fn start(prefix: &str, spec: impl FnOnce(&str) -> serde_json::Value) -> Scenario {
+        Self::start_before(prefix, spec, |_, _| async {}).await
+    }
+
+    /// Like [`Scenario::start`], running `before` (with the client and template name) before
+    /// prenv starts.
+    pub async fn start_before<F, Fut>(
+        prefix: &str,
+        spec: impl FnOnce(&str) -> serde_json::Value,
+        before: F,
+    ) -> Scenario
+    where
+        F: FnOnce(Client, String) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let client = client().await;
+        let ns = unique(prefix);
+        let template = unique("shop");
+        let repo = format!("acme/{template}");
+        create_namespace(&client, &ns).await;
+        apply_template(&client, &ns, &template, spec(&repo)).await;
+        before(client.clone(), template.clone()).await;
+        let github = github(&repo).await;
+        let prenv = Prenv::start(&ns, &github).await;
+        github.add_hook(&prenv.webhook_url(), SECRET);
+        Scenario {
+            client,
+            ns,
+            template,
+            repo,
+            github,
+            prenv,
+        }
+    }
+
+    /// Name of the environment of pull request `number`.
+    pub fn env_name(&self, number: u64) -> String {
+        format!("{}-{number}", self.template)
+    }
+
+    /// Default name of the preview namespace of pull request `number`.
+    pub fn preview_ns(&self, number: u64) -> String {
+        format!("{}-pr-{number}", self.template)
+    }
+
+    pub async fn wait_env(
+        &self,
+        number: u64,
+        what: &str,
+        pred: impl Fn(&PreviewEnvironment) -> bool,
+    ) -> PreviewEnvironment {
+        wait_environment(&self.client, &self.ns, &self.env_name(number), what, pred).await
+    }
+
+    pub async fn wait_env_gone(&self, number: u64) {
+        let name = self.env_name(number);
+        wait_for("environment deleted", Duration::from_secs(60), || async {
+            environment(&self.client, &self.ns, &name)
+                .await
+                .is_none()
+                .then_some(())
+        })
+        .await;
+    }
+}
+
+pub async fn environment(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Option<PreviewEnvironment> {
+    Api::<PreviewEnvironment>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .expect("get environment")
+}
+
+/// Wait until the environment satisfies `pred`, returning it.
+pub async fn wait_environment(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&PreviewEnvironment) -> bool,
+) -> PreviewEnvironment {
+    wait_for(what, Duration::from_secs(60), || async {
+        environment(client, namespace, name)
+            .await
+            .filter(|e| pred(e))
+    })
+    .await
+}
+
+/// The environment's condition of `type_`; panics naming it when missing.
+pub fn condition(
+    env: &PreviewEnvironment,
+    type_: &str,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    env.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_).cloned())
+        .unwrap_or_else(|| panic!("no {type_} condition on {:?}", env.status))
+}
+
+pub fn phase(env: &PreviewEnvironment) -> Option<String> {
+    env.status.as_ref()?.phase.map(|p| p.to_string())
+}
+
+/// Mark every pod of `namespace` running and ready, the way a kubelet would; the ReplicaSet
+/// and Deployment controllers then report the Deployment available.
+pub async fn make_pods_ready(client: &Client, namespace: &str) -> usize {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let pods = wait_for("pods to exist", Duration::from_secs(30), || async {
+        let pods = api.list(&ListParams::default()).await.ok()?;
+        (!pods.items.is_empty()).then_some(pods)
+    })
+    .await;
+    let now = jiff::Timestamp::now().to_string();
+    let mut count = 0;
+    for pod in pods {
+        let conditions: Vec<_> = ["PodScheduled", "Initialized", "ContainersReady", "Ready"]
+            .iter()
+            .map(|t| json!({"type": t, "status": "True", "lastTransitionTime": now}))
+            .collect();
+        let patch =
+            json!({"status": {"phase": "Running", "conditions": conditions, "startTime": now}});
+        api.patch_status(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .expect("pod status patched");
+        count += 1;
+    }
+    count
+}
+
+/// Events recorded about object `name` in `namespace` (events.k8s.io/v1).
+pub async fn events_for(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Vec<k8s_openapi::api::events::v1::Event> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), namespace);
+    api.list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect()
+}
+
+/// POST a raw delivery to prenv, signed with `secret` (or with a given signature header).
+pub async fn post_delivery(
+    url: &str,
+    event: &str,
+    delivery: &str,
+    body: &[u8],
+    signature: Option<String>,
+) -> (u16, String) {
+    let mut req = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-github-event", event)
+        .header("x-github-delivery", delivery)
+        .body(body.to_vec());
+    if let Some(sig) = signature {
+        req = req.header("x-hub-signature-256", sig);
+    }
+    let resp = req.send().await.expect("delivery sent");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap_or_default())
+}
+
+pub fn sign(body: &[u8]) -> String {
+    prenv::receive::signature::sign(SECRET, body)
+}
