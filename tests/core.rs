@@ -146,6 +146,22 @@ async fn pull_request_lifecycle_open_push_ready_prune_close() {
     })
     .await;
     assert_eq!(env.spec.head_sha, sha2);
+    // Each head gets its own "Deployed" event naming it.
+    let note = format!("applied {} into namespace {preview_ns}", &sha2[..7]);
+    wait_for(
+        "a Deployed event for the new head",
+        Duration::from_secs(30),
+        || async {
+            events_for(&client, &ns, &env_name)
+                .await
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("Deployed") && e.note.as_deref() == Some(&note)
+                })
+                .then_some(())
+        },
+    )
+    .await;
 
     // The older "opened" delivery arrives late (fresh delivery id): nothing moves back.
     let (code, body) = post_delivery(
@@ -486,16 +502,19 @@ async fn restarts_between_deliveries_reach_the_same_end_state() {
         .await
         .expect("list");
     assert_eq!(cms.items.len(), 1);
-    let deployed: Vec<_> = events_for(&client, &ns, &env_name)
+    let mut deployed: Vec<String> = events_for(&client, &ns, &env_name)
         .await
         .into_iter()
         .filter(|e| e.reason.as_deref() == Some("Deployed"))
+        .filter_map(|e| e.note)
         .collect();
-    assert_eq!(
-        deployed.len(),
-        2,
-        "one Deployed event per head: {deployed:?}"
-    );
+    deployed.sort();
+    let mut expected = vec![
+        format!("applied {} into namespace {preview_ns}", &sha1[..7]),
+        format!("applied {} into namespace {preview_ns}", &sha2[..7]),
+    ];
+    expected.sort();
+    assert_eq!(deployed, expected, "one Deployed event per head");
     let env = environment(&client, &ns, &env_name)
         .await
         .expect("environment");

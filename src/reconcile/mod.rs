@@ -57,7 +57,7 @@ pub struct Context {
     pub client: Client,
     /// Serve only this namespace (all when `None`).
     pub namespace: Option<String>,
-    pub recorder: Recorder,
+    pub reporter: Reporter,
     pub discovery: Discovery,
     pub settings: Settings,
 }
@@ -74,7 +74,7 @@ impl Context {
             instance: Some(instance),
         };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            reporter,
             client,
             namespace,
             discovery: Discovery::default(),
@@ -97,7 +97,11 @@ impl Context {
             action: "Reconcile".into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, &env.object_ref(&())).await {
+        // A fresh recorder per event: prenv only records transitions, and kube's recorder
+        // would fold events of the same reason into one series that keeps the first note
+        // (a second "Deployed" would still name the first head).
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        if let Err(e) = recorder.publish(&event, &env.object_ref(&())).await {
             tracing::warn!(error = %e, reason, "could not record event");
         }
     }
