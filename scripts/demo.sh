@@ -83,6 +83,7 @@ say "stand-in at $gh"
 bold "Starting prenv serve"
 KUBECONFIG="$KUBECONFIG" PRENV_WEBHOOK_SECRET="$secret" GITHUB_TOKEN=demo-token \
   "$prenv" serve --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin_port" \
+  --github-api-url "$gh" \
   >"$work/prenv.log" 2>&1 &
 pids+=($!)
 wait_for "prenv /readyz" curl -fsS "http://127.0.0.1:$admin_port/readyz"
@@ -116,6 +117,15 @@ done
 wait_for "phase Ready" sh -c "kubectl get penv -n previews shop-1 -o jsonpath='{.status.phase}' | grep -q Ready"
 k get penv -n previews
 say "preview URL: $(penv_field '{.status.url}')"
+show_pr() {
+  wait_for "$1" sh -c "curl -fsS '$gh/_standin/repos/acme/shop/pulls/1/comments' | jq -r '.[].body' | grep -q '$2'"
+  say "The comment on the pull request, as GitHub shows it (one comment by prenv-demo, edited in place):"
+  curl -fsS "$gh/_standin/repos/acme/shop/pulls/1/comments" \
+    | jq -r '.[] | select(.login == "prenv-demo") | .body' | grep -v '^<!-- prenv:' | sed 's/^/   │ /'
+  say "GitHub deployments: $(curl -fsS "$gh/_standin/repos/acme/shop/deployments" \
+    | jq -c '[.[] | {sha: .deployment.sha[0:7], statuses: [.statuses[].state]}]')"
+}
+show_pr "the PR comment to say ready" "Ready at"
 
 bold "A new commit is pushed: pull_request.synchronize, the objects follow the new head"
 reply=$(curl -fsS -XPOST "$gh/_standin/repos/acme/shop/pulls/1/push" -d '{}')
@@ -124,6 +134,7 @@ say "head commit ${sha1:0:7} -> ${sha2:0:7}"
 wait_for "the new head" sh -c "kubectl get configmap -n shop-pr-1 shop-config -o jsonpath='{.data.GIT_SHA}' | grep -q $sha2"
 show_environment
 say "Deployment image: $(kubectl get deployment -n shop-pr-1 shop -o jsonpath='{.spec.template.spec.containers[0].image}')"
+show_pr "the PR comment to show the new commit" "${sha2:0:7}"
 
 wait_for "the Deployed event for ${sha2:0:7}" sh -c "kubectl get events -n previews -o jsonpath='{.items[*].message}' | grep -q ${sha2:0:7}"
 bold "Events prenv recorded on the environment"
@@ -138,5 +149,6 @@ say "PreviewEnvironment shop-1 deleted; namespace shop-pr-1 is $(kubectl get nam
 wait_for "namespace shop-pr-1 to be finalized" sh -c "! kubectl get namespace shop-pr-1"
 k get namespaces
 say "shop-pr-1 is gone."
+show_pr "the PR comment to say torn down" "Torn down"
 
 bold "Done: opened -> deployed -> ready -> pushed -> closed -> torn down"

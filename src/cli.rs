@@ -1,5 +1,6 @@
 //! Command line: `prenv serve`, `prenv crds`, `prenv render`.
 
+use crate::github::{Auth, GitHubConfig};
 use crate::receive::signature::Secrets;
 use crate::reconcile::Settings;
 use crate::serve::ServeConfig;
@@ -30,7 +31,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the operator: webhook receiver, controller, admin endpoints.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print every CRD as multi-document YAML.
     Crds,
     /// Print what a template renders to for a webhook payload, without a cluster.
@@ -55,6 +56,26 @@ pub struct ServeArgs {
     /// receiver can then create environments.
     #[arg(long)]
     pub insecure_no_webhook_secret: bool,
+    /// GitHub API root (GitHub Enterprise Server: `https://HOST/api/v3`).
+    #[arg(
+        long,
+        env = "PRENV_GITHUB_API_URL",
+        default_value = "https://api.github.com"
+    )]
+    pub github_api_url: String,
+    /// GitHub token (a PAT or fine-grained token) for comments, deployments and statuses.
+    /// Ignored when a GitHub App is configured.
+    #[arg(long, env = "GITHUB_TOKEN", hide_env_values = true)]
+    pub github_token: Option<String>,
+    /// GitHub App id; with --github-app-key-file prenv acts through the App's installations.
+    #[arg(long, env = "PRENV_GITHUB_APP_ID", requires = "github_app_key_file")]
+    pub github_app_id: Option<u64>,
+    /// The GitHub App's private key (PEM).
+    #[arg(long, env = "PRENV_GITHUB_APP_KEY_FILE", requires = "github_app_id")]
+    pub github_app_key_file: Option<PathBuf>,
+    /// Least time between two writes to GitHub per installation (`1s`, `500ms`).
+    #[arg(long, env = "PRENV_GITHUB_WRITE_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub github_write_interval: std::time::Duration,
     /// Only serve PreviewTemplates and PreviewEnvironments in this namespace (default: all
     /// namespaces).
     #[arg(long, env = "PRENV_NAMESPACE")]
@@ -78,6 +99,12 @@ pub struct RenderArgs {
 pub enum ConfigError {
     #[error("reading --webhook-secret-file {path}: {source}")]
     SecretFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading --github-app-key-file {path}: {source}")]
+    AppKey {
         path: String,
         #[source]
         source: std::io::Error,
@@ -114,8 +141,36 @@ impl ServeArgs {
             .instance
             .or_else(|| std::env::var("HOSTNAME").ok())
             .unwrap_or_else(|| format!("prenv-{}", std::process::id()));
+        let auth = match (
+            self.github_token,
+            self.github_app_id,
+            &self.github_app_key_file,
+        ) {
+            (_, Some(id), Some(path)) => Some(Auth::App {
+                id,
+                private_key_pem: std::fs::read(path).map_err(|source| ConfigError::AppKey {
+                    path: path.display().to_string(),
+                    source,
+                })?,
+            }),
+            (Some(token), _, _) if !token.trim().is_empty() => {
+                Some(Auth::Token(token.trim().to_string()))
+            }
+            _ => None,
+        };
+        let github = auth.map(|auth| {
+            let mut config = GitHubConfig::new(self.github_api_url.trim_end_matches('/'), auth);
+            config.write_interval = self.github_write_interval;
+            config
+        });
+        if github.is_none() {
+            tracing::warn!(
+                "no GitHub credentials: environments work, but nothing is reported on pull requests"
+            );
+        }
         Ok(ServeConfig {
             listen: self.listen,
+            github,
             admin_listen: self.admin_listen,
             secrets,
             namespace: self.namespace,

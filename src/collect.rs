@@ -46,6 +46,9 @@ pub async fn teardown(env: &PreviewEnvironment, ctx: &Context) -> Result<Action,
     }
     match result {
         Ok(terminating) => {
+            let mut settled = env.clone();
+            settled.status = Some(new);
+            crate::reconcile::release_feedback(&settled, ctx, &api).await?;
             if !terminating.is_empty() {
                 ctx.event(
                     env,

@@ -3,15 +3,18 @@
 //!
 //! The modules follow the flow: [`receive`] a delivery → [`decide`] what it means →
 //! [`intake`] writes the `PreviewEnvironment` → [`reconcile`] renders, applies, prunes,
-//! observes and reports → [`collect`] tears down.
+//! observes → [`report`] tells the pull request on GitHub → [`collect`] tears down.
 
 pub mod cli;
 pub mod collect;
 pub mod decide;
 pub mod dryrun;
+pub mod github;
 pub mod intake;
+pub mod metrics;
 pub mod model;
 pub mod naming;
 pub mod receive;
 pub mod reconcile;
+pub mod report;
 pub mod serve;

@@ -249,6 +249,33 @@ pub struct PreviewEnvironmentStatus {
     /// Id of the GitHub deployment of the current head.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployment_id: Option<u64>,
+    /// What has been reported on GitHub, so nothing is sent twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<FeedbackStatus>,
+}
+
+/// What prenv last wrote to GitHub for an environment.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FeedbackStatus {
+    /// Digest of the comment text last written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment_digest: Option<String>,
+    /// Head commit of the deployment in `deploymentId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_sha: Option<String>,
+    /// Last state posted on that deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_state: Option<String>,
+    /// `<sha>:<state>` of the last commit status posted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_status: Option<String>,
+    /// Why the last attempt to report failed; empty after a success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Short reason of that failure (`GitHubRejected`, `GitHubUnavailable`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_reason: Option<String>,
 }
 
 /// Kubernetes 1.20 rejects `default: ""` in a CRD schema ("must be of type string"); the

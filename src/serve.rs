@@ -1,9 +1,12 @@
 //! `prenv serve`: wires the receiver, the controller and the admin endpoints together.
 
+use crate::github::{GitHub, GitHubConfig};
 use crate::intake::Intake;
+use crate::metrics::Metrics;
 use crate::model::PreviewTemplate;
 use crate::receive::{self, Receiver, signature::Secrets};
 use crate::reconcile::{self, Context, Settings};
+use crate::report::Reporter;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -25,6 +28,8 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub secrets: Secrets,
+    /// GitHub access for feedback on pull requests (none: no feedback).
+    pub github: Option<GitHubConfig>,
     /// Serve only this namespace's templates and environments.
     pub namespace: Option<String>,
     pub instance: String,
@@ -41,6 +46,8 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    GitHub(#[from] crate::github::GitHubError),
     #[error("serving HTTP: {0}")]
     Http(#[source] std::io::Error),
 }
@@ -50,6 +57,14 @@ pub enum ServeError {
 pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
     let client = Client::try_default().await?;
     let ready = Arc::new(AtomicBool::new(false));
+    let metrics = Arc::new(Metrics::new());
+    let reporter = match &config.github {
+        Some(github) => {
+            let github = Arc::new(GitHub::new(github.clone(), metrics.clone())?);
+            Some(Reporter::new(github, client.clone(), metrics.clone()))
+        }
+        None => None,
+    };
 
     let (templates, writer) = reflector::store::<PreviewTemplate>();
     let template_watch = reflector(
@@ -89,13 +104,15 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ));
-    let admin = admin_router(ready);
+    let admin = admin_router(ready, metrics.clone());
 
     let ctx = Arc::new(Context::new(
         client,
         config.namespace.clone(),
         config.instance.clone(),
         config.settings.clone(),
+        reporter,
+        metrics.clone(),
     ));
     let controller_shutdown = shutdown.clone();
     let controller = tokio::spawn(reconcile::run(ctx, async move {
@@ -139,8 +156,23 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {
         .map_err(|source| ServeError::Bind { addr, source })
 }
 
-fn admin_router(ready: Arc<AtomicBool>) -> Router {
+fn admin_router(ready: Arc<AtomicBool>, metrics: Arc<Metrics>) -> Router {
     Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let text = metrics.encode();
+                async move {
+                    (
+                        [(
+                            http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        text,
+                    )
+                }
+            }),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",

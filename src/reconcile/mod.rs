@@ -8,17 +8,19 @@ pub mod render;
 pub mod status;
 
 use crate::collect;
+use crate::metrics::Metrics;
 use crate::model::{
     AppliedKind, Phase, PreviewEnvironment, PreviewEnvironmentStatus, PreviewTemplate,
 };
 use crate::naming;
+use crate::report::{self, Desired, Reporter};
 use crate::serve::scoped;
 use apply::{ApplyError, Discovery, PlanError};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter as EventReporter};
 use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -27,7 +29,8 @@ use render::RenderError;
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// Finalizer that makes deletion wait for the teardown.
 pub const FINALIZER: &str = "prenv.dev/cleanup";
@@ -55,9 +58,12 @@ impl Default for Settings {
 
 pub struct Context {
     pub client: Client,
+    /// GitHub feedback, when GitHub credentials are configured.
+    pub reporter: Option<Arc<Reporter>>,
+    pub metrics: Arc<Metrics>,
     /// Serve only this namespace (all when `None`).
     pub namespace: Option<String>,
-    pub reporter: Reporter,
+    pub event_reporter: EventReporter,
     pub discovery: Discovery,
     pub settings: Settings,
 }
@@ -68,14 +74,18 @@ impl Context {
         namespace: Option<String>,
         instance: String,
         settings: Settings,
+        reporter: Option<Arc<Reporter>>,
+        metrics: Arc<Metrics>,
     ) -> Self {
-        let reporter = Reporter {
+        let event_reporter = EventReporter {
             controller: "prenv".into(),
             instance: Some(instance),
         };
         Self {
-            reporter,
             client,
+            reporter,
+            event_reporter,
+            metrics,
             namespace,
             discovery: Discovery::default(),
             settings,
@@ -100,7 +110,7 @@ impl Context {
         // A fresh recorder per event: prenv only records transitions, and kube's recorder
         // would fold events of the same reason into one series that keeps the first note
         // (a second "Deployed" would still name the first head).
-        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        let recorder = Recorder::new(self.client.clone(), self.event_reporter.clone());
         if let Err(e) = recorder.publish(&event, &env.object_ref(&())).await {
             tracing::warn!(error = %e, reason, "could not record event");
         }
@@ -190,18 +200,54 @@ async fn reconcile(
 ) -> Result<Action, ReconcileError> {
     let namespace = env.namespace().ok_or(ReconcileError::NoNamespace)?;
     let api: Api<PreviewEnvironment> = Api::namespaced(ctx.client.clone(), &namespace);
-    let span =
-        tracing::info_span!("reconcile", environment = %format!("{namespace}/{}", env.name_any()));
-    let _enter = span.enter();
-    drop(_enter);
-    finalizer(&api, FINALIZER, env, |event| async {
-        match event {
-            finalizer::Event::Apply(env) => deploy(&env, &ctx).await,
-            finalizer::Event::Cleanup(env) => collect::teardown(&env, &ctx).await,
+    let span = tracing::info_span!(
+        "reconcile",
+        environment = %format!("{namespace}/{}", env.name_any())
+    );
+    let start = Instant::now();
+    let result = async {
+        if has_finalizer(&env, report::FINALIZER) && !has_finalizer(&env, FINALIZER) {
+            // Torn down already; only the GitHub side of the teardown is left.
+            if env.metadata.deletion_timestamp.is_some() {
+                release_feedback(&env, &ctx, &api).await?;
+            }
+            return Ok(Action::await_change());
         }
-    })
-    .await
-    .map_err(|e| ReconcileError::Finalizer(Box::new(e)))
+        finalizer(&api, FINALIZER, env, |event| async {
+            match event {
+                finalizer::Event::Apply(env) => deploy(&env, &ctx).await,
+                finalizer::Event::Cleanup(env) => collect::teardown(&env, &ctx).await,
+            }
+        })
+        .await
+        .map_err(|e| ReconcileError::Finalizer(Box::new(e)))
+    }
+    .instrument(span)
+    .await;
+    let label = if result.is_ok() { "success" } else { "error" };
+    ctx.metrics.reconcile(label, start.elapsed().as_secs_f64());
+    result
+}
+
+fn has_finalizer(env: &PreviewEnvironment, finalizer: &str) -> bool {
+    env.finalizers().iter().any(|f| f == finalizer)
+}
+
+/// Hand a deleted environment's teardown to the reporter, which releases the feedback
+/// finalizer once GitHub was told; without a reporter, release it at once.
+pub(crate) async fn release_feedback(
+    env: &PreviewEnvironment,
+    ctx: &Context,
+    api: &Api<PreviewEnvironment>,
+) -> Result<(), ReconcileError> {
+    if !has_finalizer(env, report::FINALIZER) {
+        return Ok(());
+    }
+    match (&ctx.reporter, Desired::for_environment(env)) {
+        (Some(reporter), Some(desired)) => reporter.submit(desired),
+        _ => report::remove_finalizer(api, &env.name_any(), report::FINALIZER).await?,
+    }
+    Ok(())
 }
 
 fn error_policy(env: Arc<PreviewEnvironment>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
@@ -251,13 +297,24 @@ impl Outcome {
 async fn deploy(env: &PreviewEnvironment, ctx: &Context) -> Result<Action, ReconcileError> {
     let namespace = env.namespace().ok_or(ReconcileError::NoNamespace)?;
     let name = env.name_any();
+    let api: Api<PreviewEnvironment> = Api::namespaced(ctx.client.clone(), &namespace);
+    if ctx.reporter.is_some() && !has_finalizer(env, report::FINALIZER) {
+        // Deletion must wait until the teardown is on the pull request too.
+        report::add_finalizer(&api, env, report::FINALIZER).await?;
+    }
     let old = env.status.clone().unwrap_or_default();
     let outcome = pipeline(env, ctx, &namespace, &name, &old).await?;
     let new = next_status(env, &old, &outcome);
-    let api: Api<PreviewEnvironment> = Api::namespaced(ctx.client.clone(), &namespace);
     if let Some(patch) = status::patch(&old, &new) {
         api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
+    }
+    if let Some(reporter) = &ctx.reporter {
+        let mut settled = env.clone();
+        settled.status = Some(new.clone());
+        if let Some(desired) = Desired::for_environment(&settled) {
+            reporter.submit(desired);
+        }
     }
     announce(env, ctx, &old, &new, &outcome).await;
     Ok(match &outcome {
@@ -386,6 +443,34 @@ fn next_status(
 ) -> PreviewEnvironmentStatus {
     let mut new = old.clone();
     let generation = env.metadata.generation;
+    match new.feedback.as_ref() {
+        Some(f) if f.error.is_some() => {
+            let reason = f
+                .error_reason
+                .clone()
+                .unwrap_or_else(|| "GitHubError".into());
+            let message = f.error.clone().unwrap_or_default();
+            status::set_condition(
+                &mut new.conditions,
+                status::REPORTED,
+                false,
+                &reason,
+                &message,
+                generation,
+            );
+        }
+        _ if new.comment_id.is_some() => {
+            status::set_condition(
+                &mut new.conditions,
+                status::REPORTED,
+                true,
+                "Reported",
+                "the pull request shows this environment's state",
+                generation,
+            );
+        }
+        _ => {}
+    }
     new.observed_generation = generation;
     let head = &env.spec.head_sha;
     let short: String = head.chars().take(7).collect();

@@ -9,6 +9,7 @@ pub const RENDERED: &str = "Rendered";
 pub const APPLIED: &str = "Applied";
 pub const READY: &str = "Ready";
 pub const CLEANED_UP: &str = "CleanedUp";
+pub const REPORTED: &str = "Reported";
 
 /// Set condition `type_` in `conditions`, keeping its transition time when its status did not
 /// change, so that writing the same state twice writes nothing.
@@ -50,7 +51,7 @@ pub fn remove_condition(conditions: &mut Vec<Condition>, type_: &str) {
 }
 
 fn order(type_: &str) -> usize {
-    [RENDERED, APPLIED, READY, CLEANED_UP]
+    [RENDERED, APPLIED, READY, REPORTED, CLEANED_UP]
         .iter()
         .position(|t| *t == type_)
         .unwrap_or(usize::MAX)

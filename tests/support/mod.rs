@@ -229,8 +229,14 @@ impl Prenv {
         Self::start_with(namespace, github, &[]).await
     }
 
-    pub async fn start_with(namespace: &str, _github: &StandIn, extra: &[&str]) -> Prenv {
-        let args = extra.iter().map(|s| s.to_string()).collect();
+    /// Start with extra arguments; GitHub feedback goes to `github` with 100 ms write pacing
+    /// unless `extra` says otherwise.
+    pub async fn start_with(namespace: &str, github: &StandIn, extra: &[&str]) -> Prenv {
+        let mut args = vec!["--github-api-url".to_string(), github.url()];
+        if !extra.contains(&"--github-write-interval") {
+            args.extend(["--github-write-interval".to_string(), "100ms".to_string()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
         let mut prenv = Prenv {
             child: None,
             port: free_port(),
@@ -265,7 +271,15 @@ impl Prenv {
             .args(&self.extra_args)
             .env("KUBECONFIG", kubeconfig())
             .env("PRENV_WEBHOOK_SECRET", SECRET)
-            .env("GITHUB_TOKEN", TOKEN)
+            .env(
+                "GITHUB_TOKEN",
+                // Acting as a GitHub App instead when the test says so.
+                if self.extra_args.iter().any(|a| a == "--github-app-id") {
+                    ""
+                } else {
+                    TOKEN
+                },
+            )
             .env("RUST_LOG", "info,prenv=debug")
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -362,6 +376,21 @@ impl Scenario {
         F: FnOnce(Client, String) -> Fut,
         Fut: Future<Output = ()>,
     {
+        Self::start_custom(prefix, spec, before, StandInConfig::default(), &[]).await
+    }
+
+    /// The general form: a stand-in made from `config` and prenv started with `args`.
+    pub async fn start_custom<F, Fut>(
+        prefix: &str,
+        spec: impl FnOnce(&str) -> serde_json::Value,
+        before: F,
+        config: StandInConfig,
+        args: &[&str],
+    ) -> Scenario
+    where
+        F: FnOnce(Client, String) -> Fut,
+        Fut: Future<Output = ()>,
+    {
         let client = client().await;
         let ns = unique(prefix);
         let template = unique("shop");
@@ -369,8 +398,10 @@ impl Scenario {
         create_namespace(&client, &ns).await;
         apply_template(&client, &ns, &template, spec(&repo)).await;
         before(client.clone(), template.clone()).await;
-        let github = github(&repo).await;
-        let prenv = Prenv::start(&ns, &github).await;
+        let github = StandIn::start(config).await.expect("stand-in starts");
+        github.add_repo(&repo);
+        github.add_token(TOKEN, BOT);
+        let prenv = Prenv::start_with(&ns, &github, args).await;
         github.add_hook(&prenv.webhook_url(), SECRET);
         Scenario {
             client,

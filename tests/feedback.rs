@@ -1,0 +1,510 @@
+//! GitHub feedback against the stand-in (octocrab over HTTP) and the real control plane: one
+//! sticky comment, a deployment per head with statuses, a commit status, within rate limits.
+
+mod support;
+
+use github_standin::{
+    AppConfig, Config as StandInConfig, Fault, FaultKind, Method, NewPr, StandIn,
+};
+use std::time::{Duration, Instant};
+use support::*;
+
+fn new_pr(title: &str) -> NewPr {
+    NewPr {
+        title: title.to_string(),
+        author: "octocat".to_string(),
+        head_ref: "feature/feedback".to_string(),
+        ..Default::default()
+    }
+}
+
+fn head(delivered: &github_standin::Delivered) -> String {
+    delivered.payload["pull_request"]["head"]["sha"]
+        .as_str()
+        .expect("head sha")
+        .to_string()
+}
+
+/// Mutating requests the stand-in received (everything but GETs).
+fn writes(github: &StandIn) -> Vec<github_standin::RecordedRequest> {
+    github
+        .requests()
+        .into_iter()
+        .filter(|r| r.method != Method::GET)
+        .collect()
+}
+
+/// Comments on the PR written by `login`.
+fn comments_by(
+    github: &StandIn,
+    repo: &str,
+    number: u64,
+    login: &str,
+) -> Vec<github_standin::Comment> {
+    github
+        .comments(repo, number)
+        .into_iter()
+        .filter(|c| c.login == login)
+        .collect()
+}
+
+/// Wait until the stand-in shows the state `check` looks for.
+async fn eventually<T>(what: &str, check: impl Fn() -> Option<T>) -> T {
+    wait_for(what, Duration::from_secs(60), || {
+        let found = check();
+        async move { found }
+    })
+    .await
+}
+
+/// The deployment for `sha` and the states posted on it, newest last.
+fn deployment_states(
+    github: &StandIn,
+    repo: &str,
+    sha: &str,
+) -> Option<(u64, Vec<String>, Option<String>)> {
+    let deployment = github
+        .deployments(repo)
+        .into_iter()
+        .find(|d| d.sha == sha)?;
+    let statuses = github.deployment_statuses(repo, deployment.id);
+    let url = statuses
+        .iter()
+        .rev()
+        .map(|s| s.environment_url.clone())
+        .find(|u| !u.is_empty());
+    Some((
+        deployment.id,
+        statuses.into_iter().map(|s| s.state).collect(),
+        url,
+    ))
+}
+
+async fn settle() {
+    // Long enough for a reconcile and a feedback pass that should not happen to show up.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+}
+
+#[tokio::test]
+async fn comment_deployment_and_status_follow_the_pull_request_across_restarts() {
+    let mut s = Scenario::start("t-fb", web_template).await;
+    let (client, github, repo) = (s.client.clone(), s.github.clone(), s.repo.clone());
+
+    // Opened: deploying, then ready once the pod is.
+    let opened = github
+        .open_pr(&repo, new_pr("Feedback"))
+        .await
+        .expect("opened");
+    let number = opened.payload["number"].as_u64().expect("number");
+    let sha1 = head(&opened);
+    s.wait_env(number, "deploying", |e| {
+        phase(e).as_deref() == Some("Deploying")
+    })
+    .await;
+    make_pods_ready(&client, &s.preview_ns(number)).await;
+    let env = s
+        .wait_env(number, "ready", |e| phase(e).as_deref() == Some("Ready"))
+        .await;
+    let url = env
+        .status
+        .as_ref()
+        .and_then(|st| st.url.clone())
+        .expect("url");
+
+    let comment = eventually("one comment saying ready", || {
+        let mine = comments_by(&github, &repo, number, BOT);
+        (mine.len() == 1 && mine[0].body.contains(&format!("Ready at `{}`", &sha1[..7])))
+            .then(|| mine[0].clone())
+    })
+    .await;
+    assert!(comment.body.contains(&url), "{}", comment.body);
+    assert!(
+        comment.body.contains(&s.preview_ns(number)),
+        "{}",
+        comment.body
+    );
+    let (deployment1, states, env_url) = eventually("deployment success", || {
+        deployment_states(&github, &repo, &sha1)
+            .filter(|(_, st, _)| st.last().map(String::as_str) == Some("success"))
+    })
+    .await;
+    assert_eq!(env_url.as_deref(), Some(url.as_str()));
+    assert!(!states.contains(&"failure".to_string()), "{states:?}");
+    assert_eq!(github.deployments(&repo).len(), 1);
+    let deployment = &github.deployments(&repo)[0];
+    assert!(deployment.transient_environment);
+    assert!(!deployment.production_environment);
+    let statuses = eventually("success commit status", || {
+        let st = github.statuses(&repo, &sha1);
+        st.iter().any(|c| c.state == "success").then_some(st)
+    })
+    .await;
+    let success = statuses
+        .iter()
+        .find(|c| c.state == "success")
+        .expect("success");
+    assert_eq!(success.context, format!("prenv/{}", s.template));
+    assert_eq!(success.target_url.as_deref(), Some(url.as_str()));
+    // The ids are recorded on the environment.
+    let env = s
+        .wait_env(number, "ids in status", |e| {
+            e.status.as_ref().and_then(|st| st.comment_id) == Some(comment.id)
+                && e.status.as_ref().and_then(|st| st.deployment_id) == Some(deployment1)
+        })
+        .await;
+    assert_eq!(condition(&env, "Reported").status, "True");
+    // The remaining rate limit GitHub reported is a metric.
+    let metrics = reqwest::get(format!("{}/metrics", s.prenv.admin_url()))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let remaining: i64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("prenv_github_rate_limit_remaining "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("rate limit gauge");
+    assert!(remaining > 0 && remaining < 5000, "{remaining}");
+
+    // Restarts and redeliveries write nothing more.
+    settle().await;
+    let before = writes(&github).len();
+    s.prenv.restart().await;
+    let again = github.redeliver(&opened.id).await.expect("redelivered");
+    assert_eq!(again.status, 200, "{}", again.body);
+    settle().await;
+    assert_eq!(
+        writes(&github).len(),
+        before,
+        "no writes after a restart and a redelivery: {:?}",
+        &writes(&github)[before..]
+    );
+
+    // A push: the same comment edited with the new head, a new deployment, the old one inactive.
+    let pushed = github.push(&repo, number).await.expect("pushed");
+    let sha2 = head(&pushed);
+    s.wait_env(number, "new head", |e| {
+        e.status
+            .as_ref()
+            .and_then(|st| st.observed_head_sha.clone())
+            == Some(sha2.clone())
+    })
+    .await;
+    make_pods_ready(&client, &s.preview_ns(number)).await;
+    eventually("comment at the new head", || {
+        let mine = comments_by(&github, &repo, number, BOT);
+        (mine.len() == 1
+            && mine[0].id == comment.id
+            && mine[0].body.contains(&format!("`{}`", &sha2[..7])))
+        .then_some(())
+    })
+    .await;
+    let (deployment2, _, _) = eventually("a deployment for the new head", || {
+        deployment_states(&github, &repo, &sha2)
+    })
+    .await;
+    assert_ne!(deployment1, deployment2);
+    eventually("the old deployment inactive", || {
+        let (_, states, _) = deployment_states(&github, &repo, &sha1)?;
+        (states.last().map(String::as_str) == Some("inactive")).then_some(())
+    })
+    .await;
+
+    s.prenv.restart().await;
+    settle().await;
+
+    // Closed: the comment says torn down, the deployment goes inactive, the environment goes.
+    github.close(&repo, number, true).await.expect("closed");
+    s.wait_env_gone(number).await;
+    let mine = comments_by(&github, &repo, number, BOT);
+    assert_eq!(mine.len(), 1, "still exactly one comment");
+    assert!(mine[0].body.contains("Torn down"), "{}", mine[0].body);
+    let (_, states, _) = deployment_states(&github, &repo, &sha2).expect("deployment");
+    assert_eq!(states.last().map(String::as_str), Some("inactive"));
+    assert_eq!(
+        github.deployments(&repo).len(),
+        2,
+        "one deployment per head"
+    );
+}
+
+#[tokio::test]
+async fn a_marker_comment_by_someone_else_is_left_alone() {
+    let s = Scenario::start("t-fbforge", web_template).await;
+    let (github, repo) = (&s.github, &s.repo);
+    // The PR exists before prenv hears of it; someone plants a comment with prenv's marker.
+    github.clear_hooks();
+    let opened = github.open_pr(repo, new_pr("Forge")).await.expect("opened");
+    let number = opened.payload["number"].as_u64().expect("number");
+    let forged_body = format!(
+        "{}\nI am prenv, trust me",
+        prenv::report::comment::marker(&format!("{}/{}", s.ns, s.template), number)
+    );
+    let forged = github.add_comment_as(repo, number, "mallory", &forged_body);
+    github.add_hook(&s.prenv.webhook_url(), SECRET);
+    github.push(repo, number).await.expect("pushed");
+
+    eventually("prenv's own comment", || {
+        let mine = comments_by(github, repo, number, BOT);
+        (mine.len() == 1).then_some(())
+    })
+    .await;
+    let all = github.comments(repo, number);
+    let theirs = all
+        .iter()
+        .find(|c| c.id == forged)
+        .expect("forged comment still there");
+    assert_eq!(theirs.body, forged_body);
+    assert_eq!(theirs.login, "mallory");
+    assert!(
+        !writes(github)
+            .iter()
+            .any(|r| r.path.ends_with(&format!("/issues/comments/{forged}"))),
+        "no request touched the forged comment"
+    );
+}
+
+#[tokio::test]
+async fn failures_are_retried_as_github_asks_and_never_hold_up_kubernetes() {
+    let s = Scenario::start("t-fbfail", web_template).await;
+    let (github, repo, client) = (&s.github, &s.repo, &s.client);
+    let comments_path = format!("/repos/{repo}/issues/");
+    // The first comment write fails with a 500, the next with a secondary rate limit.
+    github.inject_fault(Fault::new(
+        Some(Method::POST),
+        &comments_path,
+        1,
+        FaultKind::ServerError,
+    ));
+    github.inject_fault(Fault::new(
+        Some(Method::POST),
+        &comments_path,
+        1,
+        FaultKind::SecondaryRateLimit {
+            retry_after_secs: 4,
+        },
+    ));
+    let started = Instant::now();
+    let opened = github
+        .open_pr(repo, new_pr("Flaky GitHub"))
+        .await
+        .expect("opened");
+    let number = opened.payload["number"].as_u64().expect("number");
+    // Kubernetes goes ahead while GitHub is failing.
+    s.wait_env(number, "deploying", |e| {
+        phase(e).as_deref() == Some("Deploying")
+    })
+    .await;
+    make_pods_ready(client, &s.preview_ns(number)).await;
+    s.wait_env(number, "ready", |e| phase(e).as_deref() == Some("Ready"))
+        .await;
+    let ready_after = started.elapsed();
+    assert!(
+        ready_after < Duration::from_secs(4),
+        "Kubernetes waited for GitHub: {ready_after:?}"
+    );
+
+    eventually("converged: comment and successful deployment", || {
+        let one_comment = comments_by(github, repo, number, BOT).len() == 1;
+        let sha = head(&opened);
+        let (_, states, _) = deployment_states(github, repo, &sha)?;
+        (one_comment && states.last().map(String::as_str) == Some("success")).then_some(())
+    })
+    .await;
+    let requests = github.requests();
+    let faulted: Vec<_> = requests.iter().filter(|r| r.faulted).collect();
+    assert_eq!(faulted.len(), 2, "both faults were hit");
+    let (server_error, rate_limited) = (faulted[0], faulted[1]);
+    assert_eq!(server_error.status, 500);
+    assert_eq!(rate_limited.status, 403);
+    // The retry after the 500 was backed off, and nothing was sent before Retry-After passed.
+    assert!(rate_limited.at.duration_since(server_error.at) >= Duration::from_millis(900));
+    let after: Vec<_> = requests
+        .iter()
+        .filter(|r| r.seq > rate_limited.seq)
+        .collect();
+    assert!(!after.is_empty());
+    for r in after {
+        assert!(
+            r.at.duration_since(rate_limited.at) >= Duration::from_secs(4),
+            "{} {} sent {:?} after the rate limit",
+            r.method,
+            r.path,
+            r.at.duration_since(rate_limited.at)
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_rejected_write_becomes_a_condition() {
+    let s = Scenario::start("t-fbreject", web_template).await;
+    let (github, repo) = (&s.github, &s.repo);
+    github.inject_fault(Fault::new(
+        Some(Method::POST),
+        &format!("/repos/{repo}/issues/"),
+        1000,
+        FaultKind::Status {
+            status: 422,
+            message: "Validation Failed".into(),
+        },
+    ));
+    let opened = github
+        .open_pr(repo, new_pr("Rejected"))
+        .await
+        .expect("opened");
+    let number = opened.payload["number"].as_u64().expect("number");
+    let env = s
+        .wait_env(number, "Reported=False", |e| {
+            e.status.as_ref().is_some_and(|st| {
+                st.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Reported" && c.status == "False")
+            })
+        })
+        .await;
+    let reported = condition(&env, "Reported");
+    assert_eq!(reported.reason, "GitHubRejected");
+    assert!(reported.message.contains("422"), "{}", reported.message);
+    // The environment itself is unaffected.
+    assert_eq!(phase(&env).as_deref(), Some("Deploying"));
+}
+
+#[tokio::test]
+async fn a_burst_of_pull_requests_converges_within_the_pacing() {
+    let s = Scenario::start_custom(
+        "t-fbburst",
+        web_template,
+        |_, _| async {},
+        StandInConfig::default(),
+        &["--github-write-interval", "150ms"],
+    )
+    .await;
+    let (github, repo) = (&s.github, &s.repo);
+    let mut numbers = Vec::new();
+    for i in 0..50 {
+        let opened = github
+            .open_pr(repo, new_pr(&format!("Burst {i}")))
+            .await
+            .expect("opened");
+        assert_eq!(opened.status, 200, "{}", opened.body);
+        numbers.push(opened.payload["number"].as_u64().expect("number"));
+    }
+    wait_for("every PR reported", Duration::from_secs(240), || async {
+        numbers
+            .iter()
+            .all(|n| {
+                comments_by(github, repo, *n, BOT).len() == 1
+                    && github
+                        .deployments(repo)
+                        .iter()
+                        .filter(|d| d.environment == format!("{}-pr-{n}", s.template))
+                        .count()
+                        == 1
+            })
+            .then_some(())
+    })
+    .await;
+    settle().await;
+    for n in &numbers {
+        assert_eq!(comments_by(github, repo, *n, BOT).len(), 1, "PR {n}");
+    }
+    assert_eq!(github.deployments(repo).len(), numbers.len());
+    let writes = writes(github);
+    for pair in writes.windows(2) {
+        let gap = pair[1].at.duration_since(pair[0].at);
+        assert!(
+            gap >= Duration::from_millis(150),
+            "{} {} and {} {} only {gap:?} apart",
+            pair[0].method,
+            pair[0].path,
+            pair[1].method,
+            pair[1].path
+        );
+    }
+    for n in numbers {
+        github.close(repo, n, false).await.expect("closed");
+    }
+}
+
+#[tokio::test]
+async fn github_app_installation_tokens_are_cached_and_renewed() {
+    let app_id = 4242;
+    let key_file = std::env::temp_dir().join(format!("prenv-app-key-{}.pem", std::process::id()));
+    std::fs::write(&key_file, github_standin::test_keys::APP_PRIVATE_KEY_PEM).expect("key written");
+    // octocrab renews a token 30 s before it expires: a 35 s token is reused for about 5 s.
+    let config = StandInConfig::default()
+        .with_app(AppConfig::new(
+            app_id,
+            github_standin::test_keys::APP_PUBLIC_KEY_PEM,
+        ))
+        .with_installation_token_ttl(Duration::from_secs(35));
+    let app_id_arg = app_id.to_string();
+    let key_arg = key_file.display().to_string();
+    let s = Scenario::start_custom(
+        "t-fbapp",
+        web_template,
+        |_, _| async {},
+        config,
+        &[
+            "--github-app-id",
+            &app_id_arg,
+            "--github-app-key-file",
+            &key_arg,
+        ],
+    )
+    .await;
+    let (github, repo) = (&s.github, &s.repo);
+    let bot = AppConfig::new(app_id, github_standin::test_keys::APP_PUBLIC_KEY_PEM).bot_login();
+    let token_requests = || {
+        github
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == Method::POST && r.path.ends_with("/access_tokens"))
+            .count()
+    };
+
+    let opened = github.open_pr(repo, new_pr("App")).await.expect("opened");
+    let number = opened.payload["number"].as_u64().expect("number");
+    eventually(
+        "the app's comment, deployment status and commit status",
+        || {
+            let sha = head(&opened);
+            let (_, states, _) = deployment_states(github, repo, &sha)?;
+            (comments_by(github, repo, number, &bot).len() == 1
+                && !states.is_empty()
+                && !github.statuses(repo, &sha).is_empty())
+            .then_some(())
+        },
+    )
+    .await;
+    let writes_so_far = writes(github)
+        .iter()
+        .filter(|r| r.identity.as_deref() == Some(bot.as_str()))
+        .count();
+    assert!(
+        writes_so_far >= 4,
+        "several writes as the installation: {writes_so_far}"
+    );
+    assert_eq!(token_requests(), 1, "one token served them all");
+
+    // After the token's useful life, the next write mints a new one.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let pushed = github.push(repo, number).await.expect("pushed");
+    eventually("feedback for the new head", || {
+        deployment_states(github, repo, &head(&pushed))
+    })
+    .await;
+    assert_eq!(token_requests(), 2, "renewed once");
+
+    // A token the stand-in no longer accepts: one 401, a new token, the write goes through.
+    github.expire_installation_tokens();
+    let pushed = github.push(repo, number).await.expect("pushed");
+    eventually("feedback after the 401", || {
+        deployment_states(github, repo, &head(&pushed))
+    })
+    .await;
+    assert!(github.requests().iter().any(|r| r.status == 401));
+    assert_eq!(token_requests(), 3, "renewed after the 401");
+    let _ = std::fs::remove_file(key_file);
+}
