@@ -76,6 +76,10 @@ pub struct ServeArgs {
     /// Least time between two writes to GitHub per installation (`1s`, `500ms`).
     #[arg(long, env = "PRENV_GITHUB_WRITE_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub github_write_interval: std::time::Duration,
+    /// How often the open pull requests of every templated repository are listed from GitHub
+    /// to repair what deliveries missed (`30s`, `5m`, `1h`).
+    #[arg(long, env = "PRENV_RESYNC_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub resync_interval: std::time::Duration,
     /// Only serve PreviewTemplates and PreviewEnvironments in this namespace (default: all
     /// namespaces).
     #[arg(long, env = "PRENV_NAMESPACE")]
@@ -171,6 +175,7 @@ impl ServeArgs {
         Ok(ServeConfig {
             listen: self.listen,
             github,
+            resync_interval: self.resync_interval,
             admin_listen: self.admin_listen,
             secrets,
             namespace: self.namespace,

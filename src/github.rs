@@ -116,6 +116,8 @@ impl GitHubError {
 pub struct Answer {
     pub status: StatusCode,
     pub body: Value,
+    /// The `ETag` GitHub sent, for a conditional request next time.
+    pub etag: Option<String>,
 }
 
 /// Per-installation write gate: one mutating request at a time, spaced by the write interval,
@@ -187,12 +189,14 @@ impl GitHub {
                 match &self.config.auth {
                     Auth::Token(_) => {
                         let user = self
-                            .send(&self.root, "", Method::GET, "/user", None)
+                            .send(&self.root, "", Method::GET, "/user", None, None)
                             .await?;
                         login(&user.body, "login")
                     }
                     Auth::App { .. } => {
-                        let app = self.send(&self.root, "", Method::GET, "/app", None).await?;
+                        let app = self
+                            .send(&self.root, "", Method::GET, "/app", None, None)
+                            .await?;
                         login(&app.body, "slug").map(|slug| format!("{slug}[bot]"))
                     }
                 }
@@ -216,6 +220,7 @@ impl GitHub {
                 "",
                 Method::GET,
                 &format!("/repos/{owner}/{repo}/installation"),
+                None,
                 None,
             )
             .await
@@ -262,7 +267,21 @@ impl GitHub {
     ) -> Result<Answer, GitHubError> {
         let (owner, repo) = repository.split_once('/').unwrap_or((repository, ""));
         let client = self.client_for(owner, repo).await?;
-        self.send(&client, owner, method, path, body).await
+        self.send(&client, owner, method, path, body, None).await
+    }
+
+    /// A conditional GET: with the `ETag` of an earlier answer GitHub may answer
+    /// `304 Not Modified` (which does not count against the rate limit).
+    pub async fn get_if_changed(
+        &self,
+        repository: &str,
+        path: &str,
+        etag: Option<&str>,
+    ) -> Result<Answer, GitHubError> {
+        let (owner, repo) = repository.split_once('/').unwrap_or((repository, ""));
+        let client = self.client_for(owner, repo).await?;
+        self.send(&client, owner, Method::GET, path, None, etag)
+            .await
     }
 
     async fn send(
@@ -272,6 +291,7 @@ impl GitHub {
         method: Method,
         path: &str,
         body: Option<&Value>,
+        etag: Option<&str>,
     ) -> Result<Answer, GitHubError> {
         let mutating = method != Method::GET && method != Method::HEAD;
         let gate = self.gate(owner).await;
@@ -295,13 +315,13 @@ impl GitHub {
                 tokio::time::sleep_until(t).await;
             }
             let result = if mutating {
-                let result = execute(client, &method, path, body).await;
+                let result = execute(client, &method, path, body, etag).await;
                 guard.last_write = Some(Instant::now());
                 result
             } else {
                 // Reads run concurrently; only a pause GitHub asked for holds them back.
                 drop(guard);
-                let result = execute(client, &method, path, body).await;
+                let result = execute(client, &method, path, body, etag).await;
                 guard = gate.lock().await;
                 result
             };
@@ -343,8 +363,17 @@ impl GitHub {
             self.metrics.github_rate_limit_remaining(remaining as i64);
         }
         if status.is_success() || status == StatusCode::NOT_MODIFIED {
-            self.metrics.github_request(endpoint, "success");
-            return Judged::Done(Ok(Answer { status, body }));
+            let result = if status == StatusCode::NOT_MODIFIED {
+                "not_modified"
+            } else {
+                "success"
+            };
+            self.metrics.github_request(endpoint, result);
+            let etag = headers
+                .get(http::header::ETAG)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            return Judged::Done(Ok(Answer { status, body, etag }));
         }
         let message = body
             .get("message")
@@ -392,9 +421,16 @@ async fn execute(
     method: &Method,
     path: &str,
     body: Option<&Value>,
+    etag: Option<&str>,
 ) -> Result<(StatusCode, HeaderMap, Value), String> {
     let response = match *method {
-        Method::GET => client._get(path).await,
+        Method::GET => {
+            let mut headers = HeaderMap::new();
+            if let Some(value) = etag.and_then(|e| http::HeaderValue::from_str(e).ok()) {
+                headers.insert(http::header::IF_NONE_MATCH, value);
+            }
+            client._get_with_headers(path, Some(headers)).await
+        }
         Method::POST => client._post(path, body).await,
         Method::PATCH => client._patch(path, body).await,
         Method::DELETE => client._delete(path, body).await,

@@ -17,4 +17,5 @@ pub mod naming;
 pub mod receive;
 pub mod reconcile;
 pub mod report;
+pub mod resync;
 pub mod serve;

@@ -35,6 +35,9 @@ pub struct Metrics {
     github_requests: Family<GitHubLabels, Counter>,
     github_rate_limit_remaining: Gauge,
     feedback: Family<ResultLabels, Counter>,
+    resync_runs: Family<ResultLabels, Counter>,
+    resync_not_modified: Counter,
+    resync_repairs: Counter,
 }
 
 impl Default for Metrics {
@@ -89,8 +92,29 @@ impl Metrics {
             "GitHub feedback passes (comment, deployment, commit status) by result",
             feedback.clone(),
         );
+        let resync_runs = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "resync_runs",
+            "Resync passes over the open pull requests of one repository, by result",
+            resync_runs.clone(),
+        );
+        let resync_not_modified = Counter::default();
+        registry.register(
+            "resync_not_modified",
+            "Resync listings GitHub answered with 304 Not Modified",
+            resync_not_modified.clone(),
+        );
+        let resync_repairs = Counter::default();
+        registry.register(
+            "resync_repairs",
+            "Environments a resync created, updated or deleted",
+            resync_repairs.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
+            resync_runs,
+            resync_not_modified,
+            resync_repairs,
             deliveries,
             webhook_seconds,
             reconciles,
@@ -140,6 +164,22 @@ impl Metrics {
                 result: result.to_string(),
             })
             .inc();
+    }
+
+    pub fn resync_run(&self, result: &str) {
+        self.resync_runs
+            .get_or_create(&ResultLabels {
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn resync_not_modified(&self) {
+        self.resync_not_modified.inc();
+    }
+
+    pub fn resync_repair(&self) {
+        self.resync_repairs.inc();
     }
 
     /// Register more metrics (e.g. collectors owned by other parts).

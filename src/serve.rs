@@ -7,6 +7,7 @@ use crate::model::PreviewTemplate;
 use crate::receive::{self, Receiver, signature::Secrets};
 use crate::reconcile::{self, Context, Settings};
 use crate::report::Reporter;
+use crate::resync::Resync;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -15,9 +16,11 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// Whether the caches are synced; `wait_for(|r| *r)` to wait for it.
+pub type Ready = tokio::sync::watch::Receiver<bool>;
 
 /// How long a request (headers and body) may take before it is cut off, so a slow sender
 /// cannot hold connections open.
@@ -30,6 +33,8 @@ pub struct ServeConfig {
     pub secrets: Secrets,
     /// GitHub access for feedback on pull requests (none: no feedback).
     pub github: Option<GitHubConfig>,
+    /// How often open pull requests are listed from GitHub to repair missed deliveries.
+    pub resync_interval: std::time::Duration,
     /// Serve only this namespace's templates and environments.
     pub namespace: Option<String>,
     pub instance: String,
@@ -56,21 +61,23 @@ pub enum ServeError {
 /// controller finish in-flight reconciles, then return.
 pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
     let client = Client::try_default().await?;
-    let ready = Arc::new(AtomicBool::new(false));
+    // kube's `Store::wait_until_ready` wakes only one waiter, so one task waits and everyone
+    // else watches this flag.
+    let (ready_tx, ready) = tokio::sync::watch::channel(false);
     let metrics = Arc::new(Metrics::new());
-    let reporter = match &config.github {
-        Some(github) => {
-            let github = Arc::new(GitHub::new(github.clone(), metrics.clone())?);
-            Some(Reporter::new(github, client.clone(), metrics.clone()))
-        }
+    let github = match &config.github {
+        Some(github) => Some(Arc::new(GitHub::new(github.clone(), metrics.clone())?)),
         None => None,
     };
+    let reporter = github
+        .as_ref()
+        .map(|github| Reporter::new(github.clone(), client.clone(), metrics.clone()));
 
     let (templates, writer) = reflector::store::<PreviewTemplate>();
     let template_watch = reflector(
         writer,
         watcher(
-            Api::<PreviewTemplate>::all(client.clone()),
+            scoped(&client, config.namespace.as_deref()),
             watcher::Config::default(),
         ),
     )
@@ -84,19 +91,33 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
     tokio::spawn(template_watch);
     {
         let templates = templates.clone();
-        let ready = ready.clone();
+
         tokio::spawn(async move {
             if templates.wait_until_ready().await.is_ok() {
-                ready.store(true, Ordering::Relaxed);
+                let _ = ready_tx.send(true);
                 tracing::info!("template cache synced");
             }
         });
     }
 
+    let intake = Arc::new(Intake::new(client.clone()));
+    if let Some(github) = &github {
+        let resync = Resync {
+            github: github.clone(),
+            client: client.clone(),
+            templates: templates.clone(),
+            ready: ready.clone(),
+            intake: intake.clone(),
+            metrics: metrics.clone(),
+            interval: config.resync_interval,
+        };
+        tokio::spawn(resync.run(shutdown.clone()));
+    }
     let receiver = Arc::new(Receiver::new(
         config.secrets.clone(),
         templates,
-        Intake::new(client.clone()),
+        ready.clone(),
+        intake,
     ));
     let app = receive::router(receiver)
         .layer(tower_http::trace::TraceLayer::new_for_http())
@@ -156,7 +177,7 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {
         .map_err(|source| ServeError::Bind { addr, source })
 }
 
-fn admin_router(ready: Arc<AtomicBool>, metrics: Arc<Metrics>) -> Router {
+fn admin_router(ready: Ready, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route(
             "/metrics",
@@ -177,7 +198,7 @@ fn admin_router(ready: Arc<AtomicBool>, metrics: Arc<Metrics>) -> Router {
         .route(
             "/readyz",
             get(move || {
-                let ready = ready.load(Ordering::Relaxed);
+                let ready = *ready.borrow();
                 async move {
                     if ready {
                         (StatusCode::OK, "ready")

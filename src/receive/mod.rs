@@ -32,15 +32,22 @@ const CACHE_WAIT: Duration = Duration::from_secs(5);
 pub struct Receiver {
     secrets: Secrets,
     templates: Store<PreviewTemplate>,
-    intake: Intake,
+    ready: crate::serve::Ready,
+    intake: Arc<Intake>,
     seen: moka::sync::Cache<String, ()>,
 }
 
 impl Receiver {
-    pub fn new(secrets: Secrets, templates: Store<PreviewTemplate>, intake: Intake) -> Self {
+    pub fn new(
+        secrets: Secrets,
+        templates: Store<PreviewTemplate>,
+        ready: crate::serve::Ready,
+        intake: Arc<Intake>,
+    ) -> Self {
         Self {
             secrets,
             templates,
+            ready,
             intake,
             seen: moka::sync::Cache::builder()
                 .max_capacity(DEDUPE_CAPACITY)
@@ -164,8 +171,8 @@ async fn handle_pull_request(
     }
 
     if !matches!(
-        tokio::time::timeout(CACHE_WAIT, receiver.templates.wait_until_ready()).await,
-        Ok(Ok(()))
+        tokio::time::timeout(CACHE_WAIT, receiver.ready.clone().wait_for(|r| *r)).await,
+        Ok(Ok(_))
     ) {
         receiver.seen.invalidate(delivery);
         return reject(
