@@ -76,6 +76,9 @@ pub struct ServeArgs {
     /// Least time between two writes to GitHub per installation (`1s`, `500ms`).
     #[arg(long, env = "PRENV_GITHUB_WRITE_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub github_write_interval: std::time::Duration,
+    /// How long a webhook request (headers and body) may take before it is cut off.
+    #[arg(long, env = "PRENV_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: std::time::Duration,
     /// How often the open pull requests of every templated repository are listed from GitHub
     /// to repair what deliveries missed (`30s`, `5m`, `1h`).
     #[arg(long, env = "PRENV_RESYNC_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
@@ -176,6 +179,7 @@ impl ServeArgs {
             listen: self.listen,
             github,
             resync_interval: self.resync_interval,
+            request_timeout: self.request_timeout,
             admin_listen: self.admin_listen,
             secrets,
             namespace: self.namespace,

@@ -22,9 +22,6 @@ use tokio_util::sync::CancellationToken;
 /// Whether the caches are synced; `wait_for(|r| *r)` to wait for it.
 pub type Ready = tokio::sync::watch::Receiver<bool>;
 
-/// How long a request (headers and body) may take before it is cut off, so a slow sender
-/// cannot hold connections open.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -33,6 +30,9 @@ pub struct ServeConfig {
     pub secrets: Secrets,
     /// GitHub access for feedback on pull requests (none: no feedback).
     pub github: Option<GitHubConfig>,
+    /// How long a request (headers and body) may take before it is cut off, so a slow sender
+    /// cannot hold connections open.
+    pub request_timeout: Duration,
     /// How often open pull requests are listed from GitHub to repair missed deliveries.
     pub resync_interval: std::time::Duration,
     /// Serve only this namespace's templates and environments.
@@ -123,7 +123,7 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
+            config.request_timeout,
         ));
     let admin = admin_router(ready, metrics.clone());
 
