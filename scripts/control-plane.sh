@@ -448,6 +448,14 @@ curl_api() { # curl_api DIR PATH: print the HTTP status code
     "https://127.0.0.1:$port$path" 2>/dev/null || true
 }
 
+curl_body() { # curl_body DIR PATH: print the response body
+  local dir=$1 path=$2 port token
+  port=$(state_get "$dir" APISERVER_PORT) || return 1
+  token=$(cat "$dir/token" 2>/dev/null) || return 1
+  curl -s --max-time 5 --cacert "$dir/pki/ca.crt" -H "Authorization: Bearer $token" \
+    "https://127.0.0.1:$port$path" 2>/dev/null || true
+}
+
 healthy() { # healthy DIR
   local dir=$1 n
   [[ -f $dir/$MARKER && -f $dir/kubeconfig ]] || return 1
@@ -701,7 +709,7 @@ cmd_start() {
   log "starting kube-controller-manager"
   launch "$dir" kube-controller-manager "$bindir/kube-controller-manager" \
     --kubeconfig "$dir/kubeconfig" \
-    --controllers namespace,garbagecollector,serviceaccount,serviceaccount-token,deployment,replicaset,resourcequota \
+    --controllers namespace,garbagecollector,serviceaccount,serviceaccount-token,deployment,replicaset,resourcequota,clusterrole-aggregation \
     --leader-elect=false \
     --service-account-private-key-file "$dir/pki/sa.key" \
     --root-ca-file "$dir/pki/ca.crt" \
@@ -723,7 +731,9 @@ cmd_start() {
     case $stage in
       readyz) [[ $(curl_api "$dir" /readyz) == 200 ]] && stage=ns ;;
       ns) [[ $(curl_api "$dir" /api/v1/namespaces/default) == 200 ]] && stage=sa ;;
-      sa) [[ $(curl_api "$dir" /api/v1/namespaces/default/serviceaccounts/default) == 200 ]] && break ;;
+      sa) [[ $(curl_api "$dir" /api/v1/namespaces/default/serviceaccounts/default) == 200 ]] && stage=roles ;;
+      # The aggregated ClusterRoles (edit, admin, view) are filled by a controller.
+      roles) curl_body "$dir" /apis/rbac.authorization.k8s.io/v1/clusterroles/edit | grep -q '"verbs"' && break ;;
     esac
     if ((SECONDS >= deadline)); then
       show_logs "$dir"

@@ -1,7 +1,8 @@
 //! Decide: what a pull request's current state means for one template's environment.
 //! Pure functions; the receiver and the resync feed them, the intake carries the result out.
 
-use crate::model::{PreviewEnvironmentSpec, PreviewTemplateSpec, Trigger};
+use crate::model::{Approval, PreviewEnvironmentSpec, PreviewTemplateSpec, Trigger};
+use crate::trust::Verdict;
 use octocrab::models::pulls::PullRequest;
 use regex::RegexBuilder;
 
@@ -22,6 +23,22 @@ pub enum PrAction {
 }
 
 impl PrAction {
+    /// The delivery's name of the action (`resync` for the resync).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Opened => "opened",
+            Self::Reopened => "reopened",
+            Self::Synchronize => "synchronize",
+            Self::ReadyForReview => "ready_for_review",
+            Self::ConvertedToDraft => "converted_to_draft",
+            Self::Labeled => "labeled",
+            Self::Unlabeled => "unlabeled",
+            Self::Edited => "edited",
+            Self::Closed => "closed",
+            Self::Resync => "resync",
+        }
+    }
+
     /// Parse a delivery's `action`; `None` for actions prenv does not act on.
     pub fn from_delivery(action: &str) -> Option<Self> {
         Some(match action {
@@ -101,6 +118,8 @@ pub fn pull_request_state(pr: &PullRequest) -> Result<PullRequestState, FactsErr
             head_repository,
             html_url: pr.html_url.as_ref().map(|u| u.to_string()),
             updated_at,
+            approved: None,
+            awaiting_approval: None,
         },
     })
 }
@@ -112,9 +131,6 @@ pub enum Decision {
     Apply(Box<PreviewEnvironmentSpec>),
     /// The environment should not exist.
     Delete { reason: String },
-    /// Leave the environment as it is (an action prenv does not act on, or a head it may not
-    /// deploy yet).
-    Keep { reason: String },
 }
 
 /// Whether `template` serves `repository` (GitHub names are case-insensitive).
@@ -122,12 +138,16 @@ pub fn serves(template: &PreviewTemplateSpec, repository: &str) -> bool {
     template.repository.eq_ignore_ascii_case(repository)
 }
 
-/// Decide for one template. The caller has checked [`serves`].
+/// Decide for one template. The caller has checked [`serves`] and judged the head's trust;
+/// `existing` is the environment's current spec, whose approval an untrusted push keeps (the
+/// approved head stays deployed).
 pub fn decide(
     action: PrAction,
     state: &PullRequestState,
     template_name: &str,
     template: &PreviewTemplateSpec,
+    verdict: &Verdict,
+    existing: Option<&PreviewEnvironmentSpec>,
 ) -> Decision {
     if action == PrAction::Closed || !state.open {
         return Decision::Delete {
@@ -138,23 +158,21 @@ pub fn decide(
     if let Err(reason) = passes_trigger(&template.trigger, facts) {
         return Decision::Delete { reason };
     }
-    if facts.fork
-        && !template.trust.allow_forks
-        && !template
-            .trust
-            .associations
-            .iter()
-            .any(|a| a.eq_ignore_ascii_case(&facts.author_association))
-    {
-        return Decision::Keep {
-            reason: format!(
-                "pull request from a fork by {} ({}) needs approval",
-                facts.author, facts.author_association
-            ),
-        };
-    }
     let mut spec = facts.clone();
     spec.template = template_name.to_string();
+    match verdict {
+        Verdict::Trusted => {}
+        Verdict::Approved { by } => {
+            spec.approved = Some(Approval {
+                head_sha: facts.head_sha.clone(),
+                by: by.clone(),
+            });
+        }
+        Verdict::Untrusted { reason } => {
+            spec.approved = existing.and_then(|e| e.approved.clone());
+            spec.awaiting_approval = Some(reason.clone());
+        }
+    }
     Decision::Apply(Box::new(spec))
 }
 
@@ -257,7 +275,14 @@ mod tests {
             PrAction::Edited,
             PrAction::Resync,
         ] {
-            match decide(action, &state(true), "shop", &template()) {
+            match decide(
+                action,
+                &state(true),
+                "shop",
+                &template(),
+                &Verdict::Trusted,
+                None,
+            ) {
                 Decision::Apply(spec) => {
                     assert_eq!(spec.template, "shop");
                     assert_eq!(spec.number, 42);
@@ -270,12 +295,26 @@ mod tests {
     #[test]
     fn closed_deletes() {
         assert!(matches!(
-            decide(PrAction::Closed, &state(false), "shop", &template()),
+            decide(
+                PrAction::Closed,
+                &state(false),
+                "shop",
+                &template(),
+                &Verdict::Trusted,
+                None
+            ),
             Decision::Delete { .. }
         ));
         // A resync that finds the pull request closed also deletes.
         assert!(matches!(
-            decide(PrAction::Resync, &state(false), "shop", &template()),
+            decide(
+                PrAction::Resync,
+                &state(false),
+                "shop",
+                &template(),
+                &Verdict::Trusted,
+                None
+            ),
             Decision::Delete { .. }
         ));
     }
@@ -285,13 +324,27 @@ mod tests {
         let mut s = state(true);
         s.facts.draft = true;
         assert!(matches!(
-            decide(PrAction::ConvertedToDraft, &s, "shop", &template()),
+            decide(
+                PrAction::ConvertedToDraft,
+                &s,
+                "shop",
+                &template(),
+                &Verdict::Trusted,
+                None
+            ),
             Decision::Delete { .. }
         ));
         let mut t = template();
         t.trigger.skip_drafts = false;
         assert!(matches!(
-            decide(PrAction::ConvertedToDraft, &s, "shop", &t),
+            decide(
+                PrAction::ConvertedToDraft,
+                &s,
+                "shop",
+                &t,
+                &Verdict::Trusted,
+                None
+            ),
             Decision::Apply(_)
         ));
     }
@@ -301,18 +354,39 @@ mod tests {
         let mut t = template();
         t.trigger.require_labels = vec!["preview".into()];
         assert!(matches!(
-            decide(PrAction::Labeled, &state(true), "shop", &t),
+            decide(
+                PrAction::Labeled,
+                &state(true),
+                "shop",
+                &t,
+                &Verdict::Trusted,
+                None
+            ),
             Decision::Apply(_)
         ));
         t.trigger.require_labels = vec!["deploy-me".into()];
         assert!(matches!(
-            decide(PrAction::Unlabeled, &state(true), "shop", &t),
+            decide(
+                PrAction::Unlabeled,
+                &state(true),
+                "shop",
+                &t,
+                &Verdict::Trusted,
+                None
+            ),
             Decision::Delete { .. }
         ));
         t.trigger.require_labels.clear();
         t.trigger.exclude_labels = vec!["preview".into()];
         assert!(matches!(
-            decide(PrAction::Labeled, &state(true), "shop", &t),
+            decide(
+                PrAction::Labeled,
+                &state(true),
+                "shop",
+                &t,
+                &Verdict::Trusted,
+                None
+            ),
             Decision::Delete { .. }
         ));
     }
@@ -322,18 +396,39 @@ mod tests {
         let mut t = template();
         t.trigger.branches = "feature/.*".into();
         assert!(matches!(
-            decide(PrAction::Opened, &state(true), "shop", &t),
+            decide(
+                PrAction::Opened,
+                &state(true),
+                "shop",
+                &t,
+                &Verdict::Trusted,
+                None
+            ),
             Decision::Apply(_)
         ));
         t.trigger.branches = "feature".into();
         assert!(matches!(
-            decide(PrAction::Opened, &state(true), "shop", &t),
+            decide(
+                PrAction::Opened,
+                &state(true),
+                "shop",
+                &t,
+                &Verdict::Trusted,
+                None
+            ),
             Decision::Delete { .. }
         ));
         t.trigger.branches = ".*".into();
         t.trigger.base_branches = "release/.*".into();
         assert!(matches!(
-            decide(PrAction::Opened, &state(true), "shop", &t),
+            decide(
+                PrAction::Opened,
+                &state(true),
+                "shop",
+                &t,
+                &Verdict::Trusted,
+                None
+            ),
             Decision::Delete { .. }
         ));
         t.trigger.base_branches = "(".into();
@@ -341,19 +436,45 @@ mod tests {
     }
 
     #[test]
-    fn untrusted_fork_is_kept_back() {
+    fn untrusted_head_awaits_approval_and_keeps_the_approved_one() {
         let mut s = state(true);
         s.facts.fork = true;
-        s.facts.author_association = "CONTRIBUTOR".into();
-        assert!(matches!(
-            decide(PrAction::Opened, &s, "shop", &template()),
-            Decision::Keep { .. }
-        ));
-        s.facts.author_association = "MEMBER".into();
-        assert!(matches!(
-            decide(PrAction::Opened, &s, "shop", &template()),
-            Decision::Apply(_)
-        ));
+        let untrusted = Verdict::Untrusted {
+            reason: "needs approval".into(),
+        };
+        let Decision::Apply(spec) =
+            decide(PrAction::Opened, &s, "shop", &template(), &untrusted, None)
+        else {
+            panic!("an environment waiting for approval");
+        };
+        assert_eq!(spec.awaiting_approval.as_deref(), Some("needs approval"));
+        assert_eq!(spec.deployable_sha(), None);
+
+        let approved = Verdict::Approved {
+            by: "maintainer".into(),
+        };
+        let Decision::Apply(spec) =
+            decide(PrAction::Labeled, &s, "shop", &template(), &approved, None)
+        else {
+            panic!("approved");
+        };
+        assert_eq!(spec.deployable_sha(), Some(s.facts.head_sha.as_str()));
+
+        // A new push: the approved head stays deployable, the new one waits.
+        let mut pushed = s.clone();
+        pushed.facts.head_sha = "f".repeat(40);
+        let Decision::Apply(next) = decide(
+            PrAction::Synchronize,
+            &pushed,
+            "shop",
+            &template(),
+            &untrusted,
+            Some(&spec),
+        ) else {
+            panic!("waiting");
+        };
+        assert_eq!(next.head_sha, "f".repeat(40));
+        assert_eq!(next.deployable_sha(), Some(s.facts.head_sha.as_str()));
     }
 
     #[test]

@@ -4,6 +4,7 @@ use crate::decide::{self, Decision, PrAction};
 use crate::model::PreviewTemplate;
 use crate::naming;
 use crate::reconcile::render::{self, RenderError};
+use crate::trust::{self, Verdict};
 use kube::ResourceExt;
 use octocrab::models::webhook_events::{WebhookEvent, WebhookEventPayload};
 use std::fmt::Write;
@@ -78,7 +79,13 @@ pub fn render_files(template_file: &Path, event_file: &Path) -> Result<String, D
         return Ok(out);
     }
     let action = PrAction::from_delivery(&action_name).unwrap_or(PrAction::Resync);
-    let spec = match decide::decide(action, &state, &name, &template.spec) {
+    // Without GitHub, only what the payload itself proves counts as trust.
+    let verdict = trust::offline_verdict(&template.spec.trust, &state.facts).unwrap_or_else(|| {
+        Verdict::Untrusted {
+            reason: trust::untrusted_reason(&template.spec.trust, &state.facts, None),
+        }
+    });
+    let spec = match decide::decide(action, &state, &name, &template.spec, &verdict, None) {
         Decision::Apply(spec) => *spec,
         Decision::Delete { reason } => {
             let _ = writeln!(
@@ -87,11 +94,14 @@ pub fn render_files(template_file: &Path, event_file: &Path) -> Result<String, D
             );
             return Ok(out);
         }
-        Decision::Keep { reason } => {
-            let _ = writeln!(out, "# nothing deployed: {reason}");
-            return Ok(out);
-        }
     };
+    let Some(deployable) = spec.deployable_sha() else {
+        let reason = spec.awaiting_approval.clone().unwrap_or_default();
+        let _ = writeln!(out, "# nothing deployed: {reason}");
+        return Ok(out);
+    };
+    let mut spec = spec.clone();
+    spec.head_sha = deployable.to_string();
     let rendered = render::render(&name, &template.spec, &spec)?;
     let labels = naming::owned_labels(&env_namespace, &env_name);
     let annotations = naming::owned_annotations(&env_namespace, &env_name);

@@ -1,9 +1,10 @@
 //! Intake: carry a [`Decision`] out on the cluster by writing (server-side apply) or deleting
 //! one `PreviewEnvironment`, never moving it back to an older pull request state.
 
-use crate::decide::Decision;
+use crate::decide::{self, Decision, PrAction, PullRequestState};
 use crate::model::{PreviewEnvironment, PreviewEnvironmentSpec, PreviewTemplate};
 use crate::naming;
+use crate::trust::{LabelEvent, TrustChecker, Verdict};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -26,8 +27,6 @@ pub enum Outcome {
     Deleted { environment: String },
     /// There was no environment to delete.
     Absent { environment: String },
-    /// Nothing to do: the reason says why.
-    Kept { environment: String, reason: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,13 +50,15 @@ const ATTEMPTS: usize = 5;
 
 pub struct Intake {
     client: Client,
+    trust: TrustChecker,
     stripes: Vec<Mutex<()>>,
 }
 
 impl Intake {
-    pub fn new(client: Client) -> Self {
+    pub fn new(client: Client, trust: TrustChecker) -> Self {
         Self {
             client,
+            trust,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
         }
     }
@@ -66,6 +67,54 @@ impl Intake {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         key.hash(&mut hasher);
         &self.stripes[(hasher.finish() as usize) % STRIPES]
+    }
+
+    /// Decide for `template` what the pull request's `state` (reported by `action`) means and
+    /// carry it out. `label` is the label a `labeled` delivery added (approvals).
+    pub async fn handle(
+        &self,
+        action: PrAction,
+        state: &PullRequestState,
+        template: &PreviewTemplate,
+        label: Option<&LabelEvent>,
+    ) -> Result<Outcome, IntakeError> {
+        let existing = self.existing(template, state.facts.number).await?;
+        let existing = existing.as_ref().map(|e| &e.spec);
+        let verdict = if state.open {
+            self.trust
+                .assess(&template.spec.trust, &state.facts, label, existing)
+                .await
+        } else {
+            // Closing needs no trust.
+            Verdict::Trusted
+        };
+        let decision = decide::decide(
+            action,
+            state,
+            &template.name_any(),
+            &template.spec,
+            &verdict,
+            existing,
+        );
+        self.carry_out(
+            template,
+            state.facts.number,
+            state.facts.updated_at,
+            decision,
+        )
+        .await
+    }
+
+    /// The environment of pull request `number` for `template`, if any.
+    pub async fn existing(
+        &self,
+        template: &PreviewTemplate,
+        number: u64,
+    ) -> Result<Option<PreviewEnvironment>, IntakeError> {
+        let namespace = template.namespace().ok_or(IntakeError::NoNamespace)?;
+        let name = naming::environment_name(&template.name_any(), number);
+        let api: Api<PreviewEnvironment> = Api::namespaced(self.client.clone(), &namespace);
+        Ok(api.get_opt(&name).await?)
     }
 
     /// Carry out `decision` for pull request `number` of `template`.
@@ -82,10 +131,6 @@ impl Intake {
         let api: Api<PreviewEnvironment> = Api::namespaced(self.client.clone(), &namespace);
         let _guard = self.stripe(&environment).lock().await;
         match decision {
-            Decision::Keep { reason } => Ok(Outcome::Kept {
-                environment,
-                reason,
-            }),
             Decision::Apply(spec) => self.apply(&api, template, &name, environment, *spec).await,
             Decision::Delete { .. } => delete(&api, &name, environment, updated_at).await,
         }

@@ -6,6 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 pub const GROUP: &str = "prenv.dev";
 
@@ -44,6 +45,14 @@ pub struct PreviewTemplateSpec {
     /// Which pull requests are trusted to run in the cluster.
     #[serde(default)]
     pub trust: Trust,
+    /// The fence around every preview namespace.
+    #[serde(default)]
+    pub isolation: Isolation,
+    /// Secrets in this template's namespace copied into each preview namespace (e.g. a
+    /// registry pull secret). Never for pull requests from forks unless
+    /// `trust.secretsForForks` says so.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copy_secrets: Vec<String>,
     /// Multi-document YAML rendered per pull request with minijinja and applied into the
     /// preview namespace.
     pub resources: String,
@@ -97,6 +106,9 @@ pub struct Trust {
     /// Label that, added by someone with write access, approves a fork's head for deployment.
     #[serde(default = "default_approval_label")]
     pub approval_label: String,
+    /// Copy `copySecrets` into previews of fork pull requests too (approved ones only).
+    #[serde(default)]
+    pub secrets_for_forks: bool,
 }
 
 impl Default for Trust {
@@ -105,8 +117,116 @@ impl Default for Trust {
             allow_forks: false,
             associations: default_associations(),
             approval_label: default_approval_label(),
+            secrets_for_forks: false,
         }
     }
+}
+
+/// Resource limits and network and pod-security rules of a preview namespace. The defaults fit
+/// a small web app; the platform team's bounds (prenv's flags) cap what a template may ask for.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Isolation {
+    /// ResourceQuota `hard` limits of the namespace.
+    #[serde(default = "default_quota")]
+    pub quota: BTreeMap<String, String>,
+    /// LimitRange for every container.
+    #[serde(default)]
+    pub limits: ContainerLimits,
+    /// Default-deny NetworkPolicy: traffic from within the namespace and from the ingress
+    /// controller's namespace, DNS out.
+    #[serde(default)]
+    pub network_policy: NetworkIsolation,
+    /// `pod-security.kubernetes.io/enforce` level: `restricted`, `baseline` or `privileged`.
+    #[serde(default = "default_pod_security")]
+    pub pod_security: String,
+}
+
+impl Default for Isolation {
+    fn default() -> Self {
+        Self {
+            quota: default_quota(),
+            limits: ContainerLimits::default(),
+            network_policy: NetworkIsolation::default(),
+            pod_security: default_pod_security(),
+        }
+    }
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerLimits {
+    /// Requests of a container that sets none.
+    #[serde(default = "default_requests")]
+    pub default_requests: BTreeMap<String, String>,
+    /// Limits of a container that sets none.
+    #[serde(default = "default_limits")]
+    pub default_limits: BTreeMap<String, String>,
+    /// The most one container may ask for.
+    #[serde(default = "default_max")]
+    pub max: BTreeMap<String, String>,
+}
+
+impl Default for ContainerLimits {
+    fn default() -> Self {
+        Self {
+            default_requests: default_requests(),
+            default_limits: default_limits(),
+            max: default_max(),
+        }
+    }
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkIsolation {
+    /// Turn the NetworkPolicy off (only where the platform allows it).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Extra destinations (CIDRs) the preview may reach (only where the platform allows
+    /// egress); cloud metadata addresses stay blocked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress_cidrs: Vec<String>,
+}
+
+impl Default for NetworkIsolation {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            egress_cidrs: Vec::new(),
+        }
+    }
+}
+
+fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+fn default_quota() -> BTreeMap<String, String> {
+    map(&[
+        ("requests.cpu", "2"),
+        ("requests.memory", "4Gi"),
+        ("limits.cpu", "4"),
+        ("limits.memory", "8Gi"),
+        ("pods", "20"),
+        ("services", "10"),
+        ("persistentvolumeclaims", "5"),
+        ("requests.storage", "20Gi"),
+    ])
+}
+fn default_requests() -> BTreeMap<String, String> {
+    map(&[("cpu", "50m"), ("memory", "64Mi")])
+}
+fn default_limits() -> BTreeMap<String, String> {
+    map(&[("cpu", "500m"), ("memory", "512Mi")])
+}
+fn default_max() -> BTreeMap<String, String> {
+    map(&[("cpu", "2"), ("memory", "2Gi")])
+}
+fn default_pod_security() -> String {
+    "restricted".to_string()
 }
 
 fn yes() -> bool {
@@ -174,6 +294,34 @@ pub struct PreviewEnvironmentSpec {
     /// GitHub's `updated_at` of the pull request state this spec was written from; a
     /// delivery older than this never overwrites it.
     pub updated_at: DateTime<Utc>,
+    /// For a pull request that needs approval (from a fork): the head someone with write
+    /// access approved, which is what gets deployed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved: Option<Approval>,
+    /// Why `headSha` is not deployed (it awaits approval); unset when it may be deployed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaiting_approval: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Approval {
+    /// The approved head commit.
+    pub head_sha: String,
+    /// Who approved it (by adding the approval label).
+    pub by: String,
+}
+
+impl PreviewEnvironmentSpec {
+    /// The head commit to deploy: the pull request's head, or for one awaiting approval the
+    /// head approved last (none if nothing was approved yet).
+    pub fn deployable_sha(&self) -> Option<&str> {
+        if self.awaiting_approval.is_some() {
+            self.approved.as_ref().map(|a| a.head_sha.as_str())
+        } else {
+            Some(self.head_sha.as_str())
+        }
+    }
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

@@ -3,9 +3,10 @@
 //! reordered: environments for open PRs that lack one or hold an older state, and no
 //! environment for a PR that GitHub says is closed. A webhook is a hint; this is the truth.
 
-use crate::decide::{self, Decision, PrAction};
+use crate::decide::{self, PrAction};
 use crate::github::{GitHub, GitHubError};
 use crate::intake::{Intake, Outcome};
+use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::model::{PreviewEnvironment, PreviewTemplate};
 use crate::naming;
@@ -30,6 +31,8 @@ pub struct Resync {
     pub intake: Arc<Intake>,
     pub metrics: Arc<Metrics>,
     pub interval: Duration,
+    /// Only the leader resyncs (it spends GitHub's rate limit).
+    pub leadership: Leadership,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +72,9 @@ impl Resync {
     }
 
     async fn pass(&self, caches: &mut HashMap<String, Cache>) {
+        if !self.leadership.is_leader() {
+            return;
+        }
         let templates = self.templates.state();
         let repositories: BTreeSet<String> = templates
             .iter()
@@ -107,19 +113,7 @@ impl Resync {
                 let Ok(state) = decide::pull_request_state(pr) else {
                     continue;
                 };
-                let decision = decide::decide(
-                    PrAction::Resync,
-                    &state,
-                    &template.name_any(),
-                    &template.spec,
-                );
-                self.carry_out(
-                    template,
-                    state.facts.number,
-                    state.facts.updated_at,
-                    decision,
-                )
-                .await?;
+                self.handle(template, &state).await;
             }
             // Environments whose pull request is not open (any more): ask GitHub, then delete.
             for number in self.environment_numbers(template).await? {
@@ -145,29 +139,16 @@ impl Resync {
                     // Opened since the listing: the next pass sees it in the list.
                     continue;
                 }
-                let decision = decide::decide(
-                    PrAction::Resync,
-                    &state,
-                    &template.name_any(),
-                    &template.spec,
-                );
-                self.carry_out(template, number, state.facts.updated_at, decision)
-                    .await?;
+                self.handle(template, &state).await;
             }
         }
         Ok(())
     }
 
-    async fn carry_out(
-        &self,
-        template: &PreviewTemplate,
-        number: u64,
-        updated_at: chrono::DateTime<chrono::Utc>,
-        decision: Decision,
-    ) -> Result<(), ResyncError> {
+    async fn handle(&self, template: &PreviewTemplate, state: &decide::PullRequestState) {
         match self
             .intake
-            .carry_out(template, number, updated_at, decision)
+            .handle(PrAction::Resync, state, template, None)
             .await
         {
             Ok(outcome @ (Outcome::Applied { .. } | Outcome::Deleted { .. })) => {
@@ -175,11 +156,13 @@ impl Resync {
                 tracing::info!(?outcome, "resync repaired an environment");
             }
             Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(template = %template.name_any(), number, error = %e, "resync could not write an environment")
-            }
+            Err(e) => tracing::warn!(
+                template = %template.name_any(),
+                number = state.facts.number,
+                error = %e,
+                "resync could not write an environment"
+            ),
         }
-        Ok(())
     }
 
     /// Pull request numbers that have an environment of `template`.

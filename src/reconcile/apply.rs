@@ -1,16 +1,19 @@
 //! Apply and prune: the preview namespace and the rendered objects, by server-side apply with
 //! prenv's field manager; objects a previous render created and this one dropped are deleted.
 
+use super::fence;
 use crate::model::AppliedKind;
 use crate::naming;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{
     ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+    PostParams,
 };
 use kube::discovery::{ApiCapabilities, Scope};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tokio::sync::RwLock;
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +45,10 @@ pub enum ApplyError {
         #[source]
         source: kube::Error,
     },
+    #[error("Secret {name} named in copySecrets does not exist in namespace {namespace}")]
+    MissingSecret { name: String, namespace: String },
+    #[error("deployer: {0}")]
+    Deployer(String),
     #[error("pruning {kind}: {source}")]
     Prune {
         kind: String,
@@ -58,7 +65,13 @@ impl ApplyError {
             ApplyError::NamespaceTerminating(_) => "NamespaceTerminating",
             ApplyError::UnknownKind { .. } => "UnknownKind",
             ApplyError::ClusterScoped { .. } => "ObjectRejected",
+            ApplyError::Object {
+                source: kube::Error::Api(e),
+                ..
+            } if e.code == 403 => "Forbidden",
             ApplyError::Object { .. } | ApplyError::Namespace { .. } => "ApplyFailed",
+            ApplyError::MissingSecret { .. } => "MissingSecret",
+            ApplyError::Deployer(_) => "DeployerNotReady",
             ApplyError::Prune { .. } => "PruneFailed",
         }
     }
@@ -71,6 +84,7 @@ impl ApplyError {
             ApplyError::NamespaceTerminating(_)
                 | ApplyError::Prune { .. }
                 | ApplyError::Namespace { .. }
+                | ApplyError::Deployer(_)
         )
     }
 }
@@ -187,6 +201,7 @@ pub async fn ensure_namespace(
     name: &str,
     env_namespace: &str,
     env_name: &str,
+    extra_labels: &BTreeMap<String, String>,
 ) -> Result<(), ApplyError> {
     let api: Api<Namespace> = Api::all(client.clone());
     let ns_err = |source| ApplyError::Namespace {
@@ -201,12 +216,14 @@ pub async fn ensure_namespace(
             return Err(ApplyError::NamespaceTerminating(name.to_string()));
         }
     }
+    let mut labels = naming::owned_labels(env_namespace, env_name);
+    labels.extend(extra_labels.clone());
     let body = json!({
         "apiVersion": "v1",
         "kind": "Namespace",
         "metadata": {
             "name": name,
-            "labels": naming::owned_labels(env_namespace, env_name),
+            "labels": labels,
             "annotations": naming::owned_annotations(env_namespace, env_name),
         },
     });
@@ -254,14 +271,17 @@ pub async fn delete_namespaces(
     Ok(remaining)
 }
 
-/// Server-side apply every planned object into `namespace`; returns what the API server
-/// answered (with status, for readiness).
+/// Server-side apply every planned object into `namespace` as `client`; returns what the API
+/// server answered (with status, for readiness). With `dry_run` nothing is stored: a first
+/// dry-run pass makes sure the API server accepts every object before any is applied.
 pub async fn apply_all(
     client: &Client,
     namespace: &str,
     planned: &[Planned],
+    dry_run: bool,
 ) -> Result<Vec<Value>, ApplyError> {
-    let params = PatchParams::apply(naming::FIELD_MANAGER).force();
+    let mut params = PatchParams::apply(naming::FIELD_MANAGER).force();
+    params.dry_run = dry_run;
     let mut applied = Vec::with_capacity(planned.len());
     for p in planned {
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &p.resource);
@@ -276,6 +296,104 @@ pub async fn apply_all(
         applied.push(serde_json::to_value(result).unwrap_or(Value::Null));
     }
     Ok(applied)
+}
+
+/// Copy the template's `names` Secrets from `from` (read by name as prenv, which may only
+/// `get` Secrets) into `namespace` (written as the `deployer`), and delete copies that are no
+/// longer wanted. A missing Secret is an error the template author must fix.
+pub async fn copy_secrets(
+    client: &Client,
+    deployer: &Client,
+    from: &str,
+    namespace: &str,
+    names: &[String],
+    labels: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
+) -> Result<(), ApplyError> {
+    let source: Api<Secret> = Api::namespaced(client.clone(), from);
+    let target: Api<Secret> = Api::namespaced(deployer.clone(), namespace);
+    let mut labels = labels.clone();
+    labels.insert(fence::FENCE_LABEL.into(), "true".into());
+    labels.insert(fence::COPIED_SECRET_LABEL.into(), "true".into());
+    let secret_err = |name: &str, source| ApplyError::Object {
+        kind: "Secret".into(),
+        name: name.to_string(),
+        source,
+    };
+    for name in names {
+        let Some(secret) = source
+            .get_opt(name)
+            .await
+            .map_err(|e| secret_err(name, e))?
+        else {
+            return Err(ApplyError::MissingSecret {
+                name: name.clone(),
+                namespace: from.to_string(),
+            });
+        };
+        let copy = json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels, "annotations": annotations},
+            "type": secret.type_,
+            "data": secret.data,
+        });
+        target
+            .patch(
+                name,
+                &PatchParams::apply(naming::FIELD_MANAGER).force(),
+                &Patch::Apply(&copy),
+            )
+            .await
+            .map_err(|e| secret_err(name, e))?;
+    }
+    let copied = target
+        .list(&ListParams::default().labels(&format!("{}=true", fence::COPIED_SECRET_LABEL)))
+        .await
+        .map_err(|source| ApplyError::Prune {
+            kind: "Secret".into(),
+            source,
+        })?;
+    for secret in copied {
+        let name = secret.name_any();
+        if !names.contains(&name) {
+            match target.delete(&name, &DeleteParams::background()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(source) => {
+                    return Err(ApplyError::Prune {
+                        kind: "Secret".into(),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Wait (briefly) until the deployer's RoleBinding is in effect: RBAC is eventually
+/// consistent, and a first apply right after creating the binding could be refused.
+pub async fn wait_for_deployer(deployer: &Client, namespace: &str) -> Result<(), ApplyError> {
+    let api: Api<SelfSubjectAccessReview> = Api::all(deployer.clone());
+    let review: SelfSubjectAccessReview = serde_json::from_value(json!({
+        "spec": {"resourceAttributes": {"namespace": namespace, "verb": "create", "resource": "configmaps"}},
+    }))
+    .map_err(|e| ApplyError::Deployer(e.to_string()))?;
+    for _ in 0..25 {
+        let answer = api
+            .create(&PostParams::default(), &review)
+            .await
+            .map_err(|e| ApplyError::Deployer(e.to_string()))?;
+        if answer.status.is_some_and(|s| s.allowed) {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    Err(ApplyError::Deployer(format!(
+        "{} may not create objects in {namespace}; check its RoleBinding and ClusterRole",
+        fence::DEPLOYER
+    )))
 }
 
 /// Delete objects of this environment in `namespace` whose kind is in `kinds` but that the
@@ -307,7 +425,8 @@ pub async fn prune(
         };
         for obj in list {
             let name = obj.name_any();
-            if keep.contains(&(kind.clone(), name.clone())) {
+            let fenced = obj.labels().contains_key(fence::FENCE_LABEL);
+            if fenced || keep.contains(&(kind.clone(), name.clone())) {
                 continue;
             }
             match api.delete(&name, &DeleteParams::background()).await {

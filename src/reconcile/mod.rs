@@ -3,6 +3,7 @@
 //! Events. A finalizer is the single top-level action, so deletion always tears down.
 
 pub mod apply;
+pub mod fence;
 pub mod observe;
 pub mod render;
 pub mod status;
@@ -16,6 +17,7 @@ use crate::naming;
 use crate::report::{self, Desired, Reporter};
 use crate::serve::scoped;
 use apply::{ApplyError, Discovery, PlanError};
+use fence::Platform;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use kube::api::{Patch, PatchParams};
@@ -58,6 +60,13 @@ impl Default for Settings {
 
 pub struct Context {
     pub client: Client,
+    /// prenv's own client configuration, from which the deployer's impersonating clients
+    /// are made.
+    pub config: kube::Config,
+    /// What the platform team allows templates.
+    pub platform: Platform,
+    /// Impersonating clients per preview namespace.
+    deployers: moka::sync::Cache<String, Client>,
     /// GitHub feedback, when GitHub credentials are configured.
     pub reporter: Option<Arc<Reporter>>,
     pub metrics: Arc<Metrics>,
@@ -69,8 +78,11 @@ pub struct Context {
 }
 
 impl Context {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: Client,
+        config: kube::Config,
+        platform: Platform,
         namespace: Option<String>,
         instance: String,
         settings: Settings,
@@ -83,6 +95,12 @@ impl Context {
         };
         Self {
             client,
+            config,
+            platform,
+            deployers: moka::sync::Cache::builder()
+                .max_capacity(1000)
+                .time_to_idle(Duration::from_secs(600))
+                .build(),
             reporter,
             event_reporter,
             metrics,
@@ -90,6 +108,24 @@ impl Context {
             discovery: Discovery::default(),
             settings,
         }
+    }
+
+    /// A client acting as `namespace`'s deployer ServiceAccount: the API server itself then
+    /// refuses whatever the deployer's role does not allow (cluster-scoped objects, other
+    /// namespaces, RBAC grants it does not hold).
+    pub fn deployer(&self, namespace: &str) -> Result<Client, ReconcileError> {
+        if let Some(client) = self.deployers.get(namespace) {
+            return Ok(client);
+        }
+        let mut config = self.config.clone();
+        config.auth_info.impersonate = Some(format!(
+            "system:serviceaccount:{namespace}:{}",
+            fence::DEPLOYER
+        ));
+        config.auth_info.impersonate_groups = None;
+        let client = Client::try_from(config)?;
+        self.deployers.insert(namespace.to_string(), client.clone());
+        Ok(client)
     }
 
     /// Record a Kubernetes Event on `env`; failing to record one is logged, never fatal.
@@ -267,6 +303,8 @@ enum Outcome {
         pruned: Vec<String>,
         expires_after: Option<Duration>,
     },
+    /// Nothing may be deployed yet: the head awaits approval.
+    Waiting { reason: String },
     /// A stage failed. `stage` is the condition it fails.
     Failed {
         stage: &'static str,
@@ -326,6 +364,7 @@ async fn deploy(env: &PreviewEnvironment, ctx: &Context) -> Result<Action, Recon
             permanent: true, ..
         } => Action::requeue(ctx.settings.ready_resync),
         Outcome::Failed { .. } => Action::requeue(ctx.settings.retry),
+        Outcome::Waiting { .. } => Action::requeue(ctx.settings.ready_resync),
     })
 }
 
@@ -339,6 +378,14 @@ async fn pipeline(
     old: &PreviewEnvironmentStatus,
 ) -> Result<Outcome, ReconcileError> {
     let client = &ctx.client;
+    // A fork's head that awaits approval is not run; the approved one (if any) stays.
+    let Some(deployable) = env.spec.deployable_sha() else {
+        return Ok(Outcome::Waiting {
+            reason: env.spec.awaiting_approval.clone().unwrap_or_default(),
+        });
+    };
+    let mut facts = env.spec.clone();
+    facts.head_sha = deployable.to_string();
     let templates: Api<PreviewTemplate> = Api::namespaced(client.clone(), namespace);
     let Some(template) = templates.get_opt(&env.spec.template).await? else {
         return Ok(Outcome::Failed {
@@ -360,7 +407,7 @@ async fn pipeline(
         Some(Ok(d)) => Some(d),
         None => None,
     };
-    let rendered = match render::render(&template.name_any(), &template.spec, &env.spec) {
+    let rendered = match render::render(&template.name_any(), &template.spec, &facts) {
         Ok(r) => r,
         Err(e) => return Ok(Outcome::render_failed(&e)),
     };
@@ -385,22 +432,86 @@ async fn pipeline(
             return Ok(Outcome::render_failed(&e));
         }
     }
-    let planned = match apply::plan(client, &ctx.discovery, objects).await {
-        Ok(p) => p,
-        Err(PlanError::Apply(e)) => return Ok(failed(status::RENDERED, &e, previous)),
-        Err(PlanError::Discovery(e)) => return Err(e.into()),
+    let isolation = &template.spec.isolation;
+    let fence_failed = |e: fence::FenceError| Outcome::Failed {
+        stage: status::RENDERED,
+        reason: e.reason(),
+        message: e.to_string(),
+        namespace: None,
+        url: None,
+        kinds: previous.clone(),
+        permanent: true,
+    };
+    if let Err(e) = fence::check_objects(&objects) {
+        return Ok(fence_failed(e));
+    }
+    let quota = match fence::check(isolation, &ctx.platform) {
+        Ok(q) => q,
+        Err(e) => return Ok(fence_failed(e)),
+    };
+    let fence_objects = fence::objects(
+        isolation,
+        &quota,
+        &ctx.platform,
+        &preview_ns,
+        &labels,
+        &annotations,
+    );
+    let (planned, fence_planned) = match (
+        apply::plan(client, &ctx.discovery, objects).await,
+        apply::plan(client, &ctx.discovery, fence_objects).await,
+    ) {
+        (Ok(p), Ok(f)) => (p, f),
+        (Err(PlanError::Apply(e)), _) | (_, Err(PlanError::Apply(e))) => {
+            return Ok(failed(status::RENDERED, &e, previous));
+        }
+        (Err(PlanError::Discovery(e)), _) | (_, Err(PlanError::Discovery(e))) => {
+            return Err(e.into());
+        }
     };
 
-    if let Err(e) = apply::ensure_namespace(client, &preview_ns, namespace, name).await {
+    let ns_labels = fence::namespace_labels(isolation);
+    if let Err(e) = apply::ensure_namespace(client, &preview_ns, namespace, name, &ns_labels).await
+    {
         return Ok(failed(status::APPLIED, &e, previous));
     }
     // A namespace left from an earlier namespace pattern goes away.
     apply::delete_namespaces(client, namespace, name, Some(&preview_ns)).await?;
 
+    // The fence, as prenv itself; then everything the template rendered, as the deployer.
+    if let Err(e) = apply::apply_all(client, &preview_ns, &fence_planned, false).await {
+        return Ok(failed(status::APPLIED, &e, previous));
+    }
+    let deployer = ctx.deployer(&preview_ns)?;
+    if let Err(e) = apply::wait_for_deployer(&deployer, &preview_ns).await {
+        return Ok(failed(status::APPLIED, &e, previous));
+    }
+    let secrets: &[String] = if env.spec.fork && !template.spec.trust.secrets_for_forks {
+        &[] // a fork's code never sees the template's secrets
+    } else {
+        &template.spec.copy_secrets
+    };
+    if let Err(e) = apply::copy_secrets(
+        client,
+        &deployer,
+        namespace,
+        &preview_ns,
+        secrets,
+        &labels,
+        &annotations,
+    )
+    .await
+    {
+        return Ok(failed(status::APPLIED, &e, previous));
+    }
     let kinds: BTreeSet<AppliedKind> = planned.iter().map(|p| p.kind.clone()).collect();
     let mut all_kinds = previous.clone();
     all_kinds.extend(kinds.iter().cloned());
-    let applied = match apply::apply_all(client, &preview_ns, &planned).await {
+    // Everything is tried first (dry run): one refused object means none is applied.
+    if let Err(e) = apply::apply_all(&deployer, &preview_ns, &planned, true).await {
+        return Ok(failed(status::APPLIED, &e, previous));
+    }
+    let applied = match apply::apply_all(&deployer, &preview_ns, &planned, false).await {
         Ok(a) => a,
         Err(e) => return Ok(failed(status::APPLIED, &e, all_kinds)),
     };
@@ -410,7 +521,7 @@ async fn pipeline(
         .collect();
     let selector = naming::environment_selector(namespace, name);
     let pruned = match apply::prune(
-        client,
+        &deployer,
         &ctx.discovery,
         &preview_ns,
         &selector,
@@ -472,7 +583,13 @@ fn next_status(
         _ => {}
     }
     new.observed_generation = generation;
-    let head = &env.spec.head_sha;
+    approval_condition(env, &mut new.conditions);
+    let head = env
+        .spec
+        .deployable_sha()
+        .unwrap_or(&env.spec.head_sha)
+        .to_string();
+    let head = &head;
     let short: String = head.chars().take(7).collect();
     match outcome {
         Outcome::Deployed {
@@ -540,6 +657,10 @@ fn next_status(
                 new.message = Some(message);
             }
         }
+        Outcome::Waiting { reason } => {
+            new.phase = Some(Phase::Pending);
+            new.message = Some(reason.clone());
+        }
         Outcome::Failed {
             stage,
             reason,
@@ -599,6 +720,49 @@ fn next_status(
     new
 }
 
+/// For a pull request from a fork: whether its head may run, and on whose approval.
+fn approval_condition(
+    env: &PreviewEnvironment,
+    conditions: &mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+) {
+    let generation = env.metadata.generation;
+    let spec = &env.spec;
+    if !spec.fork {
+        status::remove_condition(conditions, status::APPROVED);
+        return;
+    }
+    match (&spec.awaiting_approval, &spec.approved) {
+        (Some(reason), _) => status::set_condition(
+            conditions,
+            status::APPROVED,
+            false,
+            "AwaitingApproval",
+            reason,
+            generation,
+        ),
+        (None, Some(approval)) => {
+            let short: String = approval.head_sha.chars().take(7).collect();
+            let message = format!("{} approved {short}", approval.by);
+            status::set_condition(
+                conditions,
+                status::APPROVED,
+                true,
+                "Approved",
+                &message,
+                generation,
+            )
+        }
+        (None, None) => status::set_condition(
+            conditions,
+            status::APPROVED,
+            true,
+            "TrustedAuthor",
+            &format!("{} ({}) is trusted", spec.author, spec.author_association),
+            generation,
+        ),
+    }
+}
+
 /// Kubernetes Events for what changed: a failure (once per distinct message), a deploy of a
 /// new head, pruned objects, becoming ready.
 async fn announce(
@@ -609,6 +773,12 @@ async fn announce(
     outcome: &Outcome,
 ) {
     match outcome {
+        Outcome::Waiting { reason } => {
+            if old.message != new.message {
+                ctx.event(env, EventType::Normal, "AwaitingApproval", reason.clone())
+                    .await;
+            }
+        }
         Outcome::Failed {
             reason, message, ..
         } => {

@@ -3,6 +3,7 @@
 
 use crate::model::{PreviewEnvironmentSpec, PreviewTemplateSpec};
 use crate::naming;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use minijinja::{Environment, UndefinedBehavior, Value};
 use serde::Deserialize;
 use serde_json::{Map, Value as Json, json};
@@ -180,10 +181,7 @@ fn environment() -> Environment<'static> {
             && !value.is_safe()
             && !plain_yaml_safe(s)
         {
-            let quoted = serde_json::to_string(s).map_err(|e| {
-                minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
-            })?;
-            return out.write_str(&quoted).map_err(|_| {
+            return out.write_str(&yaml_quoted(s)).map_err(|_| {
                 minijinja::Error::new(minijinja::ErrorKind::WriteFailure, "write failed")
             });
         }
@@ -194,6 +192,31 @@ fn environment() -> Environment<'static> {
 
 fn context(ctx: &Map<String, Json>) -> Value {
     Value::from(minijinja::value::Serde(ctx))
+}
+
+/// `s` as a YAML double-quoted scalar that reads back as exactly `s`. Like JSON's quoting,
+/// plus `\u` escapes for what YAML refuses raw (DEL, C1 controls) or reads as a line break.
+fn yaml_quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c < ' '
+                || ('\u{7f}'..='\u{9f}').contains(&c)
+                || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}') =>
+            {
+                out.push_str(&format!("\\u{:04x}", u32::from(c)));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Whether `s` can be written unquoted into YAML without changing its structure.
@@ -253,6 +276,13 @@ pub fn parse_objects(text: &str) -> Result<Vec<Json>, RenderError> {
             return Err(object_err(
                 "apiVersion, kind and metadata.name must not be empty",
             ));
+        }
+        // The API server reads metadata as an ObjectMeta: say here, naming the field, what it
+        // would refuse (e.g. `labels: {version: 2}`), instead of failing at apply time.
+        if let Some(metadata) = map.get("metadata")
+            && let Err(e) = serde_path_to_error::deserialize::<_, ObjectMeta>(metadata)
+        {
+            return Err(object_err(&format!("metadata.{}: {}", e.path(), e.inner())));
         }
         if CLUSTER_SCOPED_KINDS.contains(&kind) {
             return Err(RenderError::Rejected {
@@ -394,6 +424,8 @@ pub(crate) mod tests {
             head_repository: Some("Acme/Storefront".into()),
             html_url: Some("https://github.com/Acme/Storefront/pull/42".into()),
             updated_at: chrono::Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
+            approved: None,
+            awaiting_approval: None,
         }
     }
 
@@ -557,6 +589,40 @@ pub(crate) mod tests {
             deploy["spec"]["template"]["spec"]["containers"][0]["ports"][0]["protocol"],
             "TCP"
         );
+    }
+
+    #[test]
+    fn metadata_the_api_server_would_refuse_is_named() {
+        let err = parse_objects(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  labels: {version: 2}\n",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, RenderError::Object { reason, .. } if reason.contains("metadata.labels")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn control_characters_in_a_title_round_trip() {
+        let mut p = pr();
+        p.title = "a\u{7f}b\u{85}c\u{2028}d\te\"f\\g".into();
+        let t = template(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\ndata:\n  title: {{ pr.title }}\n",
+        );
+        let out = render("shop", &t, &p).unwrap();
+        assert_eq!(out.objects[0]["data"]["title"], p.title.as_str());
+    }
+
+    #[test]
+    fn readme_feature_flag_example_renders() {
+        // The example in README.md, indented as a PreviewTemplate's `resources` would be.
+        let t = template(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: flags}\ndata:\n  {% for label in pr.labels if label is startingwith(\"flag:\") %}\n  FLAG_{{ label[5:] | upper | replace(\"-\", \"_\") }}: \"on\"\n  {% endfor %}\n  NONE: \"placeholder\"\n",
+        );
+        let out = render("shop", &t, &pr()).unwrap();
+        assert_eq!(out.objects[0]["data"]["FLAG_NEW_CHECKOUT"], "on");
+        assert_eq!(out.objects[0]["data"]["NONE"], "placeholder");
     }
 
     #[test]

@@ -5,6 +5,7 @@ use crate::model::PreviewEnvironmentStatus;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde_json::{Map, Value};
 
+pub const APPROVED: &str = "Approved";
 pub const RENDERED: &str = "Rendered";
 pub const APPLIED: &str = "Applied";
 pub const READY: &str = "Ready";
@@ -51,7 +52,7 @@ pub fn remove_condition(conditions: &mut Vec<Condition>, type_: &str) {
 }
 
 fn order(type_: &str) -> usize {
-    [RENDERED, APPLIED, READY, REPORTED, CLEANED_UP]
+    [APPROVED, RENDERED, APPLIED, READY, REPORTED, CLEANED_UP]
         .iter()
         .position(|t| *t == type_)
         .unwrap_or(usize::MAX)

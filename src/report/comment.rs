@@ -29,6 +29,8 @@ pub struct CommentFacts {
     pub url: Option<String>,
     pub namespace: Option<String>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// Something else the author should know (e.g. newer commits awaiting approval).
+    pub note: Option<String>,
 }
 
 /// The hidden marker of template `template` (`<namespace>/<name>`) on pull request `number`.
@@ -69,6 +71,9 @@ pub fn render(f: &CommentFacts) -> String {
             out.push_str(&format!("| {k} | {v} |\n"));
         }
         out.push('\n');
+    }
+    if let Some(note) = &f.note {
+        out.push_str(&format!("⏸️ {}\n\n", escape_markdown(note)));
     }
     match &f.stage {
         Stage::Failed { reason } => {
@@ -119,6 +124,7 @@ mod tests {
             url: Some("https://pr-42.shop.example.com".into()),
             namespace: Some("shop-pr-42".into()),
             expires_at: Some(Utc.with_ymd_and_hms(2026, 12, 1, 9, 30, 0).unwrap()),
+            note: None,
         }
     }
 

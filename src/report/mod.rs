@@ -7,6 +7,7 @@
 pub mod comment;
 
 use crate::github::{GitHub, GitHubError};
+use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::model::{FeedbackStatus, Phase, PreviewEnvironment};
 use crate::naming;
@@ -47,6 +48,8 @@ impl Desired {
     /// `None` while there is nothing to say yet.
     pub fn for_environment(env: &PreviewEnvironment) -> Option<Desired> {
         let status = env.status.clone().unwrap_or_default();
+        let awaiting = env.spec.awaiting_approval.clone();
+        let deployable = env.spec.deployable_sha();
         let stage = if env.metadata.deletion_timestamp.is_some() {
             Stage::TornDown
         } else {
@@ -56,10 +59,15 @@ impl Desired {
                 Phase::Failed => Stage::Failed {
                     reason: failure_reason(&status),
                 },
+                Phase::Pending if deployable.is_none() => Stage::Waiting {
+                    reason: awaiting.clone()?,
+                },
                 Phase::Pending | Phase::Deleting => return None,
             }
         };
         let namespace = env.namespace()?;
+        // A newer head waiting for approval is mentioned beside the deployed one.
+        let note = awaiting.filter(|_| !matches!(stage, Stage::Waiting { .. } | Stage::TornDown));
         Some(Desired {
             key: format!("{namespace}/{}", env.name_any()),
             repository: env.spec.repository.clone(),
@@ -67,10 +75,11 @@ impl Desired {
                 template: format!("{namespace}/{}", env.spec.template),
                 number: env.spec.number,
                 stage,
-                head_sha: env.spec.head_sha.clone(),
+                head_sha: deployable.unwrap_or(&env.spec.head_sha).to_string(),
                 url: status.url.clone(),
                 namespace: status.namespace.clone(),
                 expires_at: status.expires_at,
+                note,
             },
             known: Known {
                 comment_id: status.comment_id,
@@ -129,6 +138,8 @@ struct Shared {
 
 pub struct Reporter {
     github: Arc<GitHub>,
+    /// Only the leader writes to GitHub.
+    leadership: Leadership,
     client: kube::Client,
     metrics: Arc<Metrics>,
     shared: Mutex<Shared>,
@@ -137,9 +148,15 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    pub fn new(github: Arc<GitHub>, client: kube::Client, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(
+        github: Arc<GitHub>,
+        client: kube::Client,
+        metrics: Arc<Metrics>,
+        leadership: Leadership,
+    ) -> Arc<Self> {
         Arc::new(Self {
             github,
+            leadership,
             client,
             metrics,
             shared: Mutex::new(Shared::default()),
@@ -201,6 +218,12 @@ impl Reporter {
     }
 
     async fn process(self: &Arc<Self>, desired: Desired) {
+        if !self.leadership.is_leader() {
+            // The new leader reports from the environments' status; what this replica
+            // remembers may be outdated by then.
+            self.lock().known.clear();
+            return;
+        }
         let key = desired.key.clone();
         let start = {
             let shared = self.lock();
