@@ -2,13 +2,19 @@
 //! template serving its repository and writes the desired `PreviewEnvironment`s. Everything
 //! else (rendering, applying, GitHub feedback) happens in the controller.
 
+pub mod checks;
+pub mod limits;
+pub mod server;
 pub mod signature;
 
-use crate::decide::{self, Decision, PrAction};
+use crate::decide::{self, PrAction};
 use crate::intake::Intake;
+use crate::metrics::Metrics;
 use crate::model::PreviewTemplate;
+use crate::trust::LabelEvent;
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -35,6 +41,7 @@ pub struct Receiver {
     ready: crate::serve::Ready,
     intake: Arc<Intake>,
     seen: moka::sync::Cache<String, ()>,
+    metrics: Arc<Metrics>,
 }
 
 impl Receiver {
@@ -43,12 +50,14 @@ impl Receiver {
         templates: Store<PreviewTemplate>,
         ready: crate::serve::Ready,
         intake: Arc<Intake>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             secrets,
             templates,
             ready,
             intake,
+            metrics,
             seen: moka::sync::Cache::builder()
                 .max_capacity(DEDUPE_CAPACITY)
                 .time_to_live(DEDUPE_WINDOW)
@@ -61,6 +70,10 @@ pub fn router(receiver: Arc<Receiver>) -> Router {
     Router::new()
         .route("/webhooks/github", post(github_webhook))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            limits::BodyBudget::default(),
+            limits::limit_body,
+        ))
         .with_state(receiver)
 }
 
@@ -81,25 +94,59 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// Answer a delivery and count it (event, action, result) with its latency.
 async fn github_webhook(
     State(receiver): State<Arc<Receiver>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Reply {
+    let start = std::time::Instant::now();
+    // Header values are the sender's: only known names become metric labels.
+    let event = match header(&headers, "x-github-event") {
+        Some(e @ ("pull_request" | "issue_comment" | "ping" | "installation" | "push")) => e,
+        Some(_) => "other",
+        None => "none",
+    };
+    let reply = answer(&receiver, &headers, body).await;
+    let action = reply.1.get("action").and_then(|a| a.as_str()).unwrap_or("");
+    let result = match reply.1.get("result").and_then(|r| r.as_str()) {
+        Some(result) => result.to_string(),
+        None => reply.0.as_u16().to_string(),
+    };
+    receiver
+        .metrics
+        .delivery(event, action, &result, start.elapsed().as_secs_f64());
+    reply
+}
+
+async fn answer(
+    receiver: &Receiver,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Reply {
+    let body = match body {
+        Ok(body) => body,
+        // A chunked body over the cap (one declared too large is refused before this).
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return reject(e.status(), limits::too_large_reason(None));
+        }
+        Err(e) => return reject(e.status(), e.body_text()),
+    };
     // Authenticity first: nothing about an unsigned body is looked at.
     if let Err(e) = receiver.secrets.verify(
-        header(&headers, "x-hub-signature-256"),
+        header(headers, "x-hub-signature-256"),
         headers.contains_key("x-hub-signature"),
         &body,
     ) {
         tracing::warn!(error = %e, "rejected webhook delivery");
         return reject(StatusCode::UNAUTHORIZED, e);
     }
-    let Some(event) = header(&headers, "x-github-event") else {
+    let Some(event) = header(headers, "x-github-event") else {
         return reject(StatusCode::BAD_REQUEST, "missing X-GitHub-Event header");
     };
-    let Some(delivery) = header(&headers, "x-github-delivery").filter(|d| !d.is_empty()) else {
-        return reject(StatusCode::BAD_REQUEST, "missing X-GitHub-Delivery header");
+    let delivery = match checks::delivery_id(header(headers, "x-github-delivery")) {
+        Ok(delivery) => delivery,
+        Err(e) => return reject(StatusCode::BAD_REQUEST, e),
     };
     let event = event.to_string();
     let delivery = delivery.to_string();
@@ -118,11 +165,15 @@ async fn github_webhook(
                 tracing::debug!(action, "ignored pull_request action");
                 return Reply(
                     StatusCode::ACCEPTED,
-                    json!({"result": "ignored", "reason": format!("action {action:?} is not acted on")}),
+                    json!({"result": "ignored", "action": "other", "reason": format!("action {action:?} is not acted on")}),
                 );
             };
             drop(_enter);
-            handle_pull_request(&receiver, &delivery, action, &body).await
+            let mut reply = handle_pull_request(receiver, &delivery, action, &body).await;
+            if let Some(answer) = reply.1.as_object_mut() {
+                answer.insert("action".into(), json!(action.as_str()));
+            }
+            reply
         }
         other => {
             tracing::debug!(event = other, "ignored event");
@@ -145,7 +196,7 @@ async fn handle_pull_request(
         Err(e) => {
             return reject(
                 StatusCode::BAD_REQUEST,
-                format!("not a pull_request delivery: {e}"),
+                format!("not a pull_request delivery: {}", checks::explain(body, &e)),
             );
         }
     };
@@ -156,12 +207,22 @@ async fn handle_pull_request(
         Ok(s) => s,
         Err(e) => return reject(StatusCode::BAD_REQUEST, e),
     };
+    // Who added which label: an approval counts only from someone with write access.
+    let label = match (action, &payload.label, &parsed.sender) {
+        (PrAction::Labeled, Some(label), Some(sender)) => Some(LabelEvent {
+            label: label.name.clone(),
+            sender: sender.login.clone(),
+        }),
+        _ => None,
+    };
     // Only a delivery that passed every check claims its id, so a rejected or failed one
     // can be redelivered.
     if !receiver
         .seen
         .entry(delivery.to_string())
-        .or_insert(())
+        // `or_insert_with` coalesces concurrent calls for one key (plain `or_insert` does not),
+        // so of two copies arriving together exactly one is fresh.
+        .or_insert_with(|| ())
         .is_fresh()
     {
         return Reply(
@@ -190,18 +251,9 @@ async fn handle_pull_request(
     let mut outcomes = Vec::new();
     let mut failed = Vec::new();
     for template in templates {
-        let decision = decide::decide(action, &state, &template.name_any(), &template.spec);
-        if let Decision::Keep { reason } = &decision {
-            tracing::info!(template = %template.name_any(), %reason, "environment left as it is");
-        }
         match receiver
             .intake
-            .carry_out(
-                &template,
-                state.facts.number,
-                state.facts.updated_at,
-                decision,
-            )
+            .handle(action, &state, &template, label.as_ref())
             .await
         {
             Ok(outcome) => {
