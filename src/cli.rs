@@ -3,6 +3,7 @@
 use crate::github::{Auth, GitHubConfig};
 use crate::receive::signature::Secrets;
 use crate::reconcile::Settings;
+use crate::reconcile::fence::{Platform, PodSecurity, quantity};
 use crate::serve::ServeConfig;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
@@ -83,10 +84,47 @@ pub struct ServeArgs {
     /// to repair what deliveries missed (`30s`, `5m`, `1h`).
     #[arg(long, env = "PRENV_RESYNC_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
     pub resync_interval: std::time::Duration,
+    /// ClusterRole bound to each preview's deployer ServiceAccount; rendered objects are
+    /// applied with its permissions only.
+    #[arg(long, env = "PRENV_DEPLOYER_CLUSTER_ROLE", default_value = "edit")]
+    pub deployer_cluster_role: String,
+    /// Namespaces (comma-separated) whose pods may reach previews: the ingress controller's.
+    #[arg(
+        long,
+        env = "PRENV_INGRESS_NAMESPACES",
+        default_value = "ingress-nginx",
+        value_delimiter = ','
+    )]
+    pub ingress_namespaces: Vec<String>,
+    /// The loosest pod security level a template may choose (restricted, baseline, privileged).
+    #[arg(long, env = "PRENV_POD_SECURITY_FLOOR", default_value = "baseline", value_parser = parse_pod_security)]
+    pub pod_security_floor: PodSecurity,
+    /// The most a template's quota may grant, as `resource=quantity` pairs (comma-separated);
+    /// these resources are always limited.
+    #[arg(
+        long,
+        env = "PRENV_MAX_QUOTA",
+        default_value = "requests.cpu=8,requests.memory=16Gi,limits.cpu=16,limits.memory=32Gi,pods=50",
+        value_delimiter = ',',
+        value_parser = parse_pair
+    )]
+    pub max_quota: Vec<(String, String)>,
+    /// Let templates turn the preview's NetworkPolicy off.
+    #[arg(long, env = "PRENV_ALLOW_NETWORK_POLICY_OPT_OUT")]
+    pub allow_network_policy_opt_out: bool,
+    /// Let templates open egress to further CIDRs (cloud metadata addresses stay blocked).
+    #[arg(long, env = "PRENV_ALLOW_EGRESS")]
+    pub allow_egress: bool,
     /// Only serve PreviewTemplates and PreviewEnvironments in this namespace (default: all
     /// namespaces).
     #[arg(long, env = "PRENV_NAMESPACE")]
     pub namespace: Option<String>,
+    /// Name of the Lease used for leader election.
+    #[arg(long, env = "PRENV_LEASE_NAME", default_value = "prenv-leader")]
+    pub lease_name: String,
+    /// Namespace of that Lease (default: --namespace, else `default`; the chart sets its own).
+    #[arg(long, env = "PRENV_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
     /// Name of this replica in Events (defaults to the pod or host name).
     #[arg(long, env = "POD_NAME")]
     pub instance: Option<String>,
@@ -175,7 +213,21 @@ impl ServeArgs {
                 "no GitHub credentials: environments work, but nothing is reported on pull requests"
             );
         }
+        let platform = Platform {
+            deployer_cluster_role: self.deployer_cluster_role,
+            ingress_namespaces: self
+                .ingress_namespaces
+                .into_iter()
+                .map(|n| n.trim().to_string())
+                .filter(|n| !n.is_empty())
+                .collect(),
+            pod_security_floor: self.pod_security_floor,
+            max_quota: self.max_quota.into_iter().collect(),
+            allow_network_policy_opt_out: self.allow_network_policy_opt_out,
+            allow_egress: self.allow_egress,
+        };
         Ok(ServeConfig {
+            platform,
             listen: self.listen,
             github,
             resync_interval: self.resync_interval,
@@ -184,9 +236,26 @@ impl ServeArgs {
             secrets,
             namespace: self.namespace,
             instance,
+            lease_name: self.lease_name,
+            lease_namespace: self.lease_namespace,
             settings: Settings::default(),
         })
     }
+}
+
+fn parse_pod_security(s: &str) -> Result<PodSecurity, String> {
+    s.parse()
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not resource=quantity"))?;
+    let (k, v) = (k.trim(), v.trim());
+    if quantity(v).is_none() {
+        return Err(format!("{v:?} is not a quantity"));
+    }
+    Ok((k.to_string(), v.to_string()))
 }
 
 /// Set up logging: level from `RUST_LOG` (default `info`), text or JSON lines on stderr.

@@ -21,6 +21,12 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EnvironmentLabels {
+    pub template: String,
+    pub phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GitHubLabels {
     pub endpoint: String,
     pub result: String,
@@ -38,6 +44,8 @@ pub struct Metrics {
     resync_runs: Family<ResultLabels, Counter>,
     resync_not_modified: Counter,
     resync_repairs: Counter,
+    environments: Family<EnvironmentLabels, Gauge>,
+    leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -110,8 +118,22 @@ impl Metrics {
             "Environments a resync created, updated or deleted",
             resync_repairs.clone(),
         );
+        let environments = Family::<EnvironmentLabels, Gauge>::default();
+        registry.register(
+            "environments",
+            "PreviewEnvironments by template (namespace/name) and phase",
+            environments.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease",
+            leader.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
+            environments,
+            leader,
             resync_runs,
             resync_not_modified,
             resync_repairs,
@@ -180,6 +202,23 @@ impl Metrics {
 
     pub fn resync_repair(&self) {
         self.resync_repairs.inc();
+    }
+
+    /// Replace the environment counts (computed from the cache at scrape time).
+    pub fn set_environments<'a>(&self, envs: impl IntoIterator<Item = (String, &'a str)>) {
+        self.environments.clear();
+        for (template, phase) in envs {
+            self.environments
+                .get_or_create(&EnvironmentLabels {
+                    template,
+                    phase: phase.to_string(),
+                })
+                .inc();
+        }
+    }
+
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     /// Register more metrics (e.g. collectors owned by other parts).

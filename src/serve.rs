@@ -2,16 +2,20 @@
 
 use crate::github::{GitHub, GitHubConfig};
 use crate::intake::Intake;
+use crate::leader::{self, Leadership};
 use crate::metrics::Metrics;
-use crate::model::PreviewTemplate;
+use crate::model::{Phase, PreviewEnvironment, PreviewTemplate};
 use crate::receive::{self, Receiver, signature::Secrets};
 use crate::reconcile::{self, Context, Settings};
 use crate::report::Reporter;
 use crate::resync::Resync;
+use crate::status_page;
+use crate::trust::TrustChecker;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
 use futures::StreamExt;
+use kube::runtime::reflector::Store;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
 use std::net::SocketAddr;
@@ -22,12 +26,13 @@ use tokio_util::sync::CancellationToken;
 /// Whether the caches are synced; `wait_for(|r| *r)` to wait for it.
 pub type Ready = tokio::sync::watch::Receiver<bool>;
 
-
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub secrets: Secrets,
+    /// What templates may ask of the fence.
+    pub platform: crate::reconcile::fence::Platform,
     /// GitHub access for feedback on pull requests (none: no feedback).
     pub github: Option<GitHubConfig>,
     /// How long a request (headers and body) may take before it is cut off, so a slow sender
@@ -38,6 +43,9 @@ pub struct ServeConfig {
     /// Serve only this namespace's templates and environments.
     pub namespace: Option<String>,
     pub instance: String,
+    /// The leader election Lease, and its namespace (default: `namespace`, else `default`).
+    pub lease_name: String,
+    pub lease_namespace: Option<String>,
     pub settings: Settings,
 }
 
@@ -53,54 +61,67 @@ pub enum ServeError {
     },
     #[error(transparent)]
     GitHub(#[from] crate::github::GitHubError),
+    #[error("kubernetes configuration: {0}")]
+    KubeConfig(String),
+    #[error(transparent)]
+    Leader(#[from] leader::LeaderError),
     #[error("serving HTTP: {0}")]
     Http(#[source] std::io::Error),
 }
 
 /// Run until SIGTERM/SIGINT (or `shutdown` is cancelled): stop taking deliveries, let the
-/// controller finish in-flight reconciles, then return.
+/// controller finish in-flight reconciles, release the leader lease, then return.
 pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
-    let client = Client::try_default().await?;
-    // kube's `Store::wait_until_ready` wakes only one waiter, so one task waits and everyone
-    // else watches this flag.
-    let (ready_tx, ready) = tokio::sync::watch::channel(false);
+    let kube_config = kube::Config::infer()
+        .await
+        .map_err(|e| ServeError::KubeConfig(e.to_string()))?;
+    let client = Client::try_from(kube_config.clone())?;
     let metrics = Arc::new(Metrics::new());
+    let scope = config.namespace.as_deref();
+
+    let (templates, templates_ready) = cache::<PreviewTemplate>(&client, scope);
+    let (environments, environments_ready) = cache::<PreviewEnvironment>(&client, scope);
+    // kube's `Store::wait_until_ready` wakes only one waiter, so one task waits for both
+    // caches and everyone else watches this flag.
+    let (ready_tx, ready) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        if templates_ready.await && environments_ready.await {
+            let _ = ready_tx.send(true);
+            tracing::info!("caches synced");
+        }
+    });
+
+    let lease_namespace = config
+        .lease_namespace
+        .clone()
+        .or_else(|| config.namespace.clone())
+        .unwrap_or_else(|| "default".into());
+    let (leadership, election) = leader::elect(
+        client.clone(),
+        &config.lease_name,
+        &lease_namespace,
+        &config.instance,
+        shutdown.clone(),
+    )
+    .await?;
+    watch_leadership(leadership.clone(), metrics.clone());
+
     let github = match &config.github {
         Some(github) => Some(Arc::new(GitHub::new(github.clone(), metrics.clone())?)),
         None => None,
     };
-    let reporter = github
-        .as_ref()
-        .map(|github| Reporter::new(github.clone(), client.clone(), metrics.clone()));
-
-    let (templates, writer) = reflector::store::<PreviewTemplate>();
-    let template_watch = reflector(
-        writer,
-        watcher(
-            scoped(&client, config.namespace.as_deref()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects()
-    .for_each(|event| async move {
-        if let Err(e) = event {
-            tracing::warn!(error = %e, "template watch error; retrying");
-        }
+    let reporter = github.as_ref().map(|github| {
+        Reporter::new(
+            github.clone(),
+            client.clone(),
+            metrics.clone(),
+            leadership.clone(),
+        )
     });
-    tokio::spawn(template_watch);
-    {
-        let templates = templates.clone();
-
-        tokio::spawn(async move {
-            if templates.wait_until_ready().await.is_ok() {
-                let _ = ready_tx.send(true);
-                tracing::info!("template cache synced");
-            }
-        });
-    }
-
-    let intake = Arc::new(Intake::new(client.clone()));
+    let intake = Arc::new(Intake::new(
+        client.clone(),
+        TrustChecker::new(github.clone()),
+    ));
     if let Some(github) = &github {
         let resync = Resync {
             github: github.clone(),
@@ -110,53 +131,129 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
             intake: intake.clone(),
             metrics: metrics.clone(),
             interval: config.resync_interval,
+            leadership: leadership.clone(),
         };
         tokio::spawn(resync.run(shutdown.clone()));
     }
+
+    // Every replica answers webhooks (they only write PreviewEnvironments) and the pages.
     let receiver = Arc::new(Receiver::new(
         config.secrets.clone(),
-        templates,
+        templates.clone(),
         ready.clone(),
         intake,
+        metrics.clone(),
     ));
     let app = receive::router(receiver)
-        .layer(tower_http::trace::TraceLayer::new_for_http())
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            config.request_timeout,
-        ));
-    let admin = admin_router(ready, metrics.clone());
+        .merge(status_page::router(
+            environments.clone(),
+            templates,
+            client.clone(),
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http());
+    let admin = admin_router(ready, metrics.clone(), environments);
 
     let ctx = Arc::new(Context::new(
         client,
+        kube_config,
+        config.platform.clone(),
         config.namespace.clone(),
         config.instance.clone(),
         config.settings.clone(),
         reporter,
         metrics.clone(),
     ));
-    let controller_shutdown = shutdown.clone();
-    let controller = tokio::spawn(reconcile::run(ctx, async move {
-        controller_shutdown.cancelled().await
-    }));
+    let controller = tokio::spawn(lead(ctx, leadership, shutdown.clone()));
 
     let listener = bind(config.listen).await?;
     let admin_listener = bind(config.admin_listen).await?;
     tracing::info!(listen = %config.listen, admin = %config.admin_listen, "prenv serving");
-    let stop = shutdown.clone();
-    let admin_server = tokio::spawn(async move {
-        axum::serve(admin_listener, admin)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-    });
-    let stop = shutdown.clone();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await;
+    let admin_server = tokio::spawn(receive::server::serve(
+        admin_listener,
+        admin,
+        shutdown.clone(),
+        config.request_timeout,
+    ));
+    let served =
+        receive::server::serve(listener, app, shutdown.clone(), config.request_timeout).await;
     shutdown.cancel();
     let _ = controller.await;
     let _ = admin_server.await;
+    let _ = election.await;
     served.map_err(ServeError::Http)
+}
+
+/// A reflector cache of `K` (in `scope`, or everywhere) and a future that resolves once it
+/// has synced (false if it never will).
+fn cache<K>(
+    client: &Client,
+    scope: Option<&str>,
+) -> (
+    Store<K>,
+    impl std::future::Future<Output = bool> + Send + 'static,
+)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (store, writer) = reflector::store::<K>();
+    let stream = reflector(
+        writer,
+        watcher(scoped::<K>(client, scope), watcher::Config::default()),
+    )
+    .default_backoff()
+    .touched_objects()
+    .for_each(|event| async move {
+        if let Err(e) = event {
+            tracing::warn!(error = %e, "watch error; retrying");
+        }
+    });
+    tokio::spawn(stream);
+    let waiter = store.clone();
+    (
+        store,
+        async move { waiter.wait_until_ready().await.is_ok() },
+    )
+}
+
+/// Run the controller while this replica leads; stop it promptly when the lease is lost and
+/// start again when it is won back.
+async fn lead(ctx: Arc<Context>, mut leadership: Leadership, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            acquired = leadership.acquired() => if !acquired { return },
+        }
+        tracing::info!("leading: starting the controller");
+        let mut lost = leadership.clone();
+        let stop = shutdown.clone();
+        reconcile::run(ctx.clone(), async move {
+            tokio::select! {
+                _ = lost.lost() => {}
+                _ = stop.cancelled() => {}
+            }
+        })
+        .await;
+        if shutdown.is_cancelled() {
+            return;
+        }
+        tracing::warn!("lost the leader lease: controller stopped");
+    }
+}
+
+fn watch_leadership(mut leadership: Leadership, metrics: Arc<Metrics>) {
+    metrics.set_leader(leadership.is_leader());
+    tokio::spawn(async move {
+        while let Some(leading) = leadership.changed().await {
+            metrics.set_leader(leading);
+        }
+    });
 }
 
 /// An API for `K` in `namespace`, or in all namespaces.
@@ -177,11 +274,24 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {
         .map_err(|source| ServeError::Bind { addr, source })
 }
 
-fn admin_router(ready: Ready, metrics: Arc<Metrics>) -> Router {
+fn admin_router(
+    ready: Ready,
+    metrics: Arc<Metrics>,
+    environments: Store<PreviewEnvironment>,
+) -> Router {
     Router::new()
         .route(
             "/metrics",
             get(move || {
+                metrics.set_environments(environments.state().iter().map(|env| {
+                    let template = format!(
+                        "{}/{}",
+                        env.metadata.namespace.as_deref().unwrap_or_default(),
+                        env.spec.template
+                    );
+                    let phase = env.phase().map_or("Pending", phase_name);
+                    (template, phase)
+                }));
                 let text = metrics.encode();
                 async move {
                     (
@@ -208,6 +318,16 @@ fn admin_router(ready: Ready, metrics: Arc<Metrics>) -> Router {
                 }
             }),
         )
+}
+
+fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Pending => "Pending",
+        Phase::Deploying => "Deploying",
+        Phase::Ready => "Ready",
+        Phase::Failed => "Failed",
+        Phase::Deleting => "Deleting",
+    }
 }
 
 /// Cancel `token` on SIGTERM or SIGINT.
