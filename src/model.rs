@@ -33,7 +33,8 @@ pub struct PreviewTemplateSpec {
     /// Template of the preview URL posted on the pull request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// Idle time after the last deploy before the environment is torn down (e.g. `72h`).
+    /// Idle time after the last deploy before the preview is torn down (e.g. `72h`); a new
+    /// push deploys it again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<String>,
     /// At most this many environments for this template.
@@ -383,6 +384,10 @@ pub struct PreviewEnvironmentStatus {
     /// When the environment expires if nothing new is deployed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
+    /// The head whose preview expired (idle past the template's `ttl`) and was torn down; a
+    /// new head deploys again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired_head_sha: Option<String>,
     /// A human-readable summary of the phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

@@ -529,3 +529,76 @@ async fn restarts_between_deliveries_reach_the_same_end_state() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_idle_preview_expires_and_a_push_brings_it_back() {
+    let s = Scenario::start("t-ttl", |repo| {
+        let mut spec = web_template(repo);
+        spec["ttl"] = json!("5s");
+        spec
+    })
+    .await;
+    let opened = s
+        .github
+        .open_pr(&s.repo, new_pr("Idle"))
+        .await
+        .expect("opened");
+    let number = opened.payload["number"].as_u64().expect("number");
+    let sha1 = head_sha(&opened);
+    let env = s
+        .wait_env(number, "deploying with an expiry", |e| {
+            e.status.as_ref().is_some_and(|st| st.expires_at.is_some())
+        })
+        .await;
+    let status = env.status.expect("status");
+    let deployed = status.last_deployed_at.expect("deployed at");
+    assert_eq!(
+        status.expires_at,
+        Some(deployed + chrono::Duration::seconds(5))
+    );
+
+    // Nothing new for longer than the TTL: torn down, the environment says why.
+    let env = s
+        .wait_env(number, "expired", |e| {
+            e.status.as_ref().and_then(|st| st.expired_head_sha.clone()) == Some(sha1.clone())
+        })
+        .await;
+    assert_eq!(phase(&env).as_deref(), Some("Pending"));
+    assert_eq!(condition(&env, "Ready").reason, "Expired");
+    wait_for(
+        "the preview namespace gone",
+        Duration::from_secs(90),
+        || async { (!namespace_exists(&s.client, &s.preview_ns(number)).await).then_some(()) },
+    )
+    .await;
+    wait_for("the PR told", Duration::from_secs(30), || async {
+        s.github
+            .comments(&s.repo, number)
+            .iter()
+            .any(|c| c.login == BOT && c.body.contains("Expired"))
+            .then_some(())
+    })
+    .await;
+
+    // A push deploys it again.
+    let pushed = s.github.push(&s.repo, number).await.expect("pushed");
+    let sha2 = head_sha(&pushed);
+    wait_for(
+        "redeployed at the new head",
+        Duration::from_secs(60),
+        || async {
+            let cm = config_map(&s.client, &s.preview_ns(number), "app-config").await?;
+            (cm.data?.get("HEAD_SHA")? == &sha2).then_some(())
+        },
+    )
+    .await;
+    let env = environment(&s.client, &s.ns, &s.env_name(number))
+        .await
+        .expect("env");
+    // (It may already have expired again: only the old head's expiry must be gone.)
+    assert_ne!(env.status.and_then(|st| st.expired_head_sha), Some(sha1));
+    s.github
+        .close(&s.repo, number, false)
+        .await
+        .expect("closed");
+}

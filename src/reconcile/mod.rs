@@ -305,6 +305,8 @@ enum Outcome {
     },
     /// Nothing may be deployed yet: the head awaits approval.
     Waiting { reason: String },
+    /// The preview of `head` was idle past the template's TTL and is torn down.
+    Expired { head: String, reason: String },
     /// A stage failed. `stage` is the condition it fails.
     Failed {
         stage: &'static str,
@@ -332,10 +334,16 @@ impl Outcome {
     }
 }
 
-async fn deploy(env: &PreviewEnvironment, ctx: &Context) -> Result<Action, ReconcileError> {
-    let namespace = env.namespace().ok_or(ReconcileError::NoNamespace)?;
-    let name = env.name_any();
+async fn deploy(cached: &PreviewEnvironment, ctx: &Context) -> Result<Action, ReconcileError> {
+    let namespace = cached.namespace().ok_or(ReconcileError::NoNamespace)?;
+    let name = cached.name_any();
     let api: Api<PreviewEnvironment> = Api::namespaced(ctx.client.clone(), &namespace);
+    // The cache can lag behind our own last status write (a workload's event may wake this
+    // reconcile first); decisions about "what changed" need the current object.
+    let Some(fresh) = api.get_opt(&name).await? else {
+        return Ok(Action::await_change());
+    };
+    let env = &fresh;
     if ctx.reporter.is_some() && !has_finalizer(env, report::FINALIZER) {
         // Deletion must wait until the teardown is on the pull request too.
         report::add_finalizer(&api, env, report::FINALIZER).await?;
@@ -355,16 +363,24 @@ async fn deploy(env: &PreviewEnvironment, ctx: &Context) -> Result<Action, Recon
         }
     }
     announce(env, ctx, &old, &new, &outcome).await;
+    // Come back when the preview expires, if that is sooner than the usual recheck.
+    let until_expiry = new
+        .expires_at
+        .and_then(|at| (at - chrono::Utc::now()).to_std().ok())
+        .map(|d| d + Duration::from_secs(1));
+    let recheck = |usual: Duration| Action::requeue(until_expiry.map_or(usual, |d| d.min(usual)));
     Ok(match &outcome {
         Outcome::Deployed { waiting, .. } if waiting.is_empty() => {
-            Action::requeue(ctx.settings.ready_resync)
+            recheck(ctx.settings.ready_resync)
         }
-        Outcome::Deployed { .. } => Action::requeue(ctx.settings.deploying_poll),
+        Outcome::Deployed { .. } => recheck(ctx.settings.deploying_poll),
         Outcome::Failed {
             permanent: true, ..
         } => Action::requeue(ctx.settings.ready_resync),
         Outcome::Failed { .. } => Action::requeue(ctx.settings.retry),
-        Outcome::Waiting { .. } => Action::requeue(ctx.settings.ready_resync),
+        Outcome::Waiting { .. } | Outcome::Expired { .. } => {
+            Action::requeue(ctx.settings.ready_resync)
+        }
     })
 }
 
@@ -407,6 +423,22 @@ async fn pipeline(
         Some(Ok(d)) => Some(d),
         None => None,
     };
+    // An idle preview past its TTL is torn down; it stays so until a new head arrives.
+    if let Some(ttl) = &template.spec.ttl {
+        let reason = format!(
+            "expired: nothing new was deployed for {ttl} after {}; push a commit to deploy it again",
+            deployable.chars().take(7).collect::<String>()
+        );
+        let idle = old.observed_head_sha.as_deref() == Some(deployable)
+            && old.expires_at.is_some_and(|at| at <= chrono::Utc::now());
+        if old.expired_head_sha.as_deref() == Some(deployable) || idle {
+            apply::delete_namespaces(client, namespace, name, None).await?;
+            return Ok(Outcome::Expired {
+                head: deployable.to_string(),
+                reason,
+            });
+        }
+    }
     let rendered = match render::render(&template.name_any(), &template.spec, &facts) {
         Ok(r) => r,
         Err(e) => return Ok(Outcome::render_failed(&e)),
@@ -605,6 +637,7 @@ fn next_status(
                 new.last_deployed_at = Some(chrono::Utc::now());
             }
             new.observed_head_sha = Some(head.clone());
+            new.expired_head_sha = None;
             new.short_sha = Some(short.clone());
             new.namespace = Some(namespace.clone());
             new.url = url.clone();
@@ -660,6 +693,23 @@ fn next_status(
         Outcome::Waiting { reason } => {
             new.phase = Some(Phase::Pending);
             new.message = Some(reason.clone());
+        }
+        Outcome::Expired { head, reason } => {
+            new.phase = Some(Phase::Pending);
+            new.message = Some(reason.clone());
+            new.expired_head_sha = Some(head.clone());
+            new.namespace = None;
+            new.url = None;
+            new.expires_at = None;
+            new.applied_kinds.clear();
+            status::set_condition(
+                &mut new.conditions,
+                status::READY,
+                false,
+                "Expired",
+                reason,
+                generation,
+            );
         }
         Outcome::Failed {
             stage,
@@ -776,6 +826,12 @@ async fn announce(
         Outcome::Waiting { reason } => {
             if old.message != new.message {
                 ctx.event(env, EventType::Normal, "AwaitingApproval", reason.clone())
+                    .await;
+            }
+        }
+        Outcome::Expired { reason, .. } => {
+            if old.expired_head_sha != new.expired_head_sha {
+                ctx.event(env, EventType::Normal, "Expired", reason.clone())
                     .await;
             }
         }

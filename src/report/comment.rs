@@ -15,6 +15,10 @@ pub enum Stage {
     Waiting {
         reason: String,
     },
+    /// The preview was idle past its TTL and was removed until the next push.
+    Expired {
+        reason: String,
+    },
     TornDown,
 }
 
@@ -49,11 +53,15 @@ pub fn render(f: &CommentFacts) -> String {
         Stage::Ready => ("✅", format!("Ready at `{short}`")),
         Stage::Failed { .. } => ("❌", format!("Deploying `{short}` failed")),
         Stage::Waiting { .. } => ("⏸️", "Not deployed".to_string()),
+        Stage::Expired { .. } => ("💤", "Expired".to_string()),
         Stage::TornDown => ("🧹", "Torn down".to_string()),
     };
     out.push_str(&format!("### {icon} Preview `{name}`: {headline}\n\n"));
     let mut rows = Vec::new();
-    if !matches!(f.stage, Stage::TornDown | Stage::Waiting { .. }) {
+    if !matches!(
+        f.stage,
+        Stage::TornDown | Stage::Waiting { .. } | Stage::Expired { .. }
+    ) {
         if let Some(url) = &f.url {
             rows.push(("Preview", format!("<{url}>")));
         }
@@ -81,7 +89,7 @@ pub fn render(f: &CommentFacts) -> String {
             out.push_str(&fence_safe(reason));
             out.push_str("\n```\n");
         }
-        Stage::Waiting { reason } => {
+        Stage::Waiting { reason } | Stage::Expired { reason } => {
             out.push_str(&escape_markdown(reason));
             out.push('\n');
         }

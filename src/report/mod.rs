@@ -59,6 +59,9 @@ impl Desired {
                 Phase::Failed => Stage::Failed {
                     reason: failure_reason(&status),
                 },
+                Phase::Pending if status.expired_head_sha.is_some() => Stage::Expired {
+                    reason: status.message.clone().unwrap_or_default(),
+                },
                 Phase::Pending if deployable.is_none() => Stage::Waiting {
                     reason: awaiting.clone()?,
                 },
@@ -67,7 +70,12 @@ impl Desired {
         };
         let namespace = env.namespace()?;
         // A newer head waiting for approval is mentioned beside the deployed one.
-        let note = awaiting.filter(|_| !matches!(stage, Stage::Waiting { .. } | Stage::TornDown));
+        let note = awaiting.filter(|_| {
+            !matches!(
+                stage,
+                Stage::Waiting { .. } | Stage::TornDown | Stage::Expired { .. }
+            )
+        });
         Some(Desired {
             key: format!("{namespace}/{}", env.name_any()),
             repository: env.spec.repository.clone(),
@@ -523,7 +531,7 @@ async fn sync_deployment(
         Stage::Deploying => ("in_progress", "Deploying the preview".to_string()),
         Stage::Ready => ("success", "Preview ready".to_string()),
         Stage::Failed { reason } => ("failure", truncate(reason, 140)),
-        Stage::TornDown => ("inactive", "Preview removed".to_string()),
+        Stage::TornDown | Stage::Expired { .. } => ("inactive", "Preview removed".to_string()),
         Stage::Waiting { .. } => return Ok(()),
     };
     if state == "inactive" {
@@ -645,7 +653,7 @@ async fn sync_commit_status(
             desired.facts.url.clone(),
         ),
         Stage::Failed { reason } => ("failure", truncate(reason, 140), None),
-        Stage::TornDown | Stage::Waiting { .. } => return Ok(()),
+        Stage::TornDown | Stage::Waiting { .. } | Stage::Expired { .. } => return Ok(()),
     };
     let key = format!("{head}:{state}");
     if known.feedback.commit_status.as_deref() == Some(&key) {
