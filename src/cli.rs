@@ -84,6 +84,10 @@ pub struct ServeArgs {
     /// to repair what deliveries missed (`30s`, `5m`, `1h`).
     #[arg(long, env = "PRENV_RESYNC_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
     pub resync_interval: std::time::Duration,
+    /// How often preview namespaces whose PreviewEnvironment is gone are looked for and
+    /// deleted (`30s`, `10m`).
+    #[arg(long, env = "PRENV_ORPHAN_SWEEP_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub orphan_sweep_interval: std::time::Duration,
     /// ClusterRole bound to each preview's deployer ServiceAccount; rendered objects are
     /// applied with its permissions only.
     #[arg(long, env = "PRENV_DEPLOYER_CLUSTER_ROLE", default_value = "edit")]
@@ -231,6 +235,7 @@ impl ServeArgs {
             listen: self.listen,
             github,
             resync_interval: self.resync_interval,
+            orphan_sweep_interval: self.orphan_sweep_interval,
             request_timeout: self.request_timeout,
             admin_listen: self.admin_listen,
             secrets,

@@ -1,13 +1,16 @@
 //! Collect: tearing an environment down when its `PreviewEnvironment` is deleted (pull request
 //! closed, template deleted). The finalizer is only released once every namespace of the
-//! environment is gone or terminating; a failed teardown stays visible on the object.
+//! environment is gone or terminating; a failed teardown stays visible on the object. A
+//! periodic sweep removes preview namespaces whose environment is gone for any other reason.
 
 use crate::model::{Phase, PreviewEnvironment};
+use crate::naming;
 use crate::reconcile::{Context, ReconcileError, apply, status};
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::{Api, ResourceExt};
+use kube::{Api, Client, ResourceExt};
 
 pub async fn teardown(env: &PreviewEnvironment, ctx: &Context) -> Result<Action, ReconcileError> {
     let namespace = env.namespace().ok_or(ReconcileError::NoNamespace)?;
@@ -62,4 +65,53 @@ pub async fn teardown(env: &PreviewEnvironment, ctx: &Context) -> Result<Action,
         }
         Err(e) => Err(ReconcileError::Cleanup(e.to_string())),
     }
+}
+
+/// Delete every preview namespace (in `scope`, or everywhere) whose `PreviewEnvironment` no
+/// longer exists: left behind when an environment's finalizer was removed by hand, or when it
+/// was deleted while prenv was not running with its finalizer. Returns the deleted names.
+///
+/// Only namespaces that prenv labelled *and* annotated consistently for one environment are
+/// candidates, and the environment is read from the API server, not a cache, so a namespace
+/// whose environment exists is never touched.
+pub async fn sweep_orphans(
+    client: &Client,
+    scope: Option<&str>,
+) -> Result<Vec<String>, kube::Error> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let managed = ListParams::default().labels(&format!(
+        "{}={}",
+        naming::MANAGED_BY_LABEL,
+        naming::MANAGED_BY_VALUE
+    ));
+    let mut deleted = Vec::new();
+    for ns in namespaces.list(&managed).await? {
+        if ns.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let Some((env_namespace, env_name)) =
+            naming::owner_from_annotations(ns.metadata.annotations.as_ref())
+        else {
+            continue;
+        };
+        if scope.is_some_and(|s| s != env_namespace)
+            || !naming::is_owned_by(ns.metadata.labels.as_ref(), &env_namespace, &env_name)
+        {
+            continue;
+        }
+        let environments: Api<PreviewEnvironment> = Api::namespaced(client.clone(), &env_namespace);
+        if environments.get_opt(&env_name).await?.is_some() {
+            continue;
+        }
+        let name = ns.name_any();
+        match namespaces.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            // Someone else got there first.
+            Err(kube::Error::Api(e)) if e.code == 404 => continue,
+            Err(e) => return Err(e),
+        }
+        tracing::info!(namespace = %name, environment = %format!("{env_namespace}/{env_name}"), "deleted orphaned preview namespace");
+        deleted.push(name);
+    }
+    Ok(deleted)
 }

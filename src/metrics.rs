@@ -44,6 +44,7 @@ pub struct Metrics {
     resync_runs: Family<ResultLabels, Counter>,
     resync_not_modified: Counter,
     resync_repairs: Counter,
+    orphans_deleted: Counter,
     environments: Family<EnvironmentLabels, Gauge>,
     leader: Gauge,
 }
@@ -118,6 +119,12 @@ impl Metrics {
             "Environments a resync created, updated or deleted",
             resync_repairs.clone(),
         );
+        let orphans_deleted = Counter::default();
+        registry.register(
+            "orphan_namespaces_deleted",
+            "Preview namespaces deleted because their PreviewEnvironment no longer exists",
+            orphans_deleted.clone(),
+        );
         let environments = Family::<EnvironmentLabels, Gauge>::default();
         registry.register(
             "environments",
@@ -137,6 +144,7 @@ impl Metrics {
             resync_runs,
             resync_not_modified,
             resync_repairs,
+            orphans_deleted,
             deliveries,
             webhook_seconds,
             reconciles,
@@ -202,6 +210,10 @@ impl Metrics {
 
     pub fn resync_repair(&self) {
         self.resync_repairs.inc();
+    }
+
+    pub fn orphan_deleted(&self) {
+        self.orphans_deleted.inc();
     }
 
     /// Replace the environment counts (computed from the cache at scrape time).

@@ -37,7 +37,8 @@ pub struct PreviewTemplateSpec {
     /// push deploys it again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<String>,
-    /// At most this many environments for this template.
+    /// At most this many previews of this template run at a time; later pull requests queue
+    /// (oldest first) until a slot frees up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_environments: Option<u32>,
     /// Which pull requests get an environment.
@@ -458,6 +459,19 @@ fn phase_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 impl PreviewEnvironment {
     pub fn phase(&self) -> Option<Phase> {
         self.status.as_ref().and_then(|s| s.phase)
+    }
+}
+
+/// The reason of the `Ready` condition while an environment waits for a slot under its
+/// template's `maxEnvironments`.
+pub const QUEUED_REASON: &str = "Queued";
+
+impl PreviewEnvironmentStatus {
+    /// Whether the environment waits for a slot under its template's `maxEnvironments`.
+    pub fn is_queued(&self) -> bool {
+        self.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == QUEUED_REASON)
     }
 }
 

@@ -1,5 +1,6 @@
 //! `prenv serve`: wires the receiver, the controller and the admin endpoints together.
 
+use crate::collect;
 use crate::github::{GitHub, GitHubConfig};
 use crate::intake::Intake;
 use crate::leader::{self, Leadership};
@@ -40,6 +41,8 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     /// How often open pull requests are listed from GitHub to repair missed deliveries.
     pub resync_interval: std::time::Duration,
+    /// How often preview namespaces without an environment are swept.
+    pub orphan_sweep_interval: Duration,
     /// Serve only this namespace's templates and environments.
     pub namespace: Option<String>,
     pub instance: String,
@@ -135,6 +138,15 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
         };
         tokio::spawn(resync.run(shutdown.clone()));
     }
+
+    tokio::spawn(sweep_orphans(
+        client.clone(),
+        config.namespace.clone(),
+        config.orphan_sweep_interval,
+        leadership.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
 
     // Every replica answers webhooks (they only write PreviewEnvironments) and the pages.
     let receiver = Arc::new(Receiver::new(
@@ -244,6 +256,32 @@ async fn lead(ctx: Arc<Context>, mut leadership: Leadership, shutdown: Cancellat
             return;
         }
         tracing::warn!("lost the leader lease: controller stopped");
+    }
+}
+
+/// Sweep orphaned preview namespaces every `interval` while this replica leads (the first
+/// sweep right away); a failed sweep is logged and the next one tries again.
+async fn sweep_orphans(
+    client: Client,
+    scope: Option<String>,
+    interval: Duration,
+    mut leadership: Leadership,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            acquired = leadership.acquired() => if !acquired { return },
+        }
+        match collect::sweep_orphans(&client, scope.as_deref()).await {
+            Ok(deleted) => deleted.iter().for_each(|_| metrics.orphan_deleted()),
+            Err(e) => tracing::warn!(error = %e, "orphan sweep failed; the next one retries"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
     }
 }
 

@@ -602,3 +602,185 @@ async fn an_idle_preview_expires_and_a_push_brings_it_back() {
         .await
         .expect("closed");
 }
+
+#[tokio::test]
+async fn beyond_the_cap_a_preview_queues_until_a_slot_frees_up() {
+    let s = Scenario::start("t-cap", |repo| {
+        let mut spec = web_template(repo);
+        spec["maxEnvironments"] = json!(1);
+        spec
+    })
+    .await;
+    let first = s
+        .github
+        .open_pr(&s.repo, new_pr("First"))
+        .await
+        .expect("opened");
+    let first = first.payload["number"].as_u64().expect("number");
+    s.wait_env(first, "the first one deployed", |e| {
+        e.status.as_ref().is_some_and(|st| st.namespace.is_some())
+    })
+    .await;
+    assert!(namespace_exists(&s.client, &s.preview_ns(first)).await);
+
+    // The only slot is taken: the second waits, says for whom, and runs nothing.
+    let second = s
+        .github
+        .open_pr(&s.repo, new_pr("Second"))
+        .await
+        .expect("opened");
+    let second = second.payload["number"].as_u64().expect("number");
+    let env = s
+        .wait_env(second, "the second one queued", |e| {
+            e.status.as_ref().is_some_and(|st| st.is_queued())
+        })
+        .await;
+    assert_eq!(phase(&env).as_deref(), Some("Pending"));
+    let message = condition(&env, "Ready").message;
+    assert!(message.contains(&format!("#{first}")), "{message}");
+    assert!(message.contains("allows 1 preview"), "{message}");
+    assert!(!namespace_exists(&s.client, &s.preview_ns(second)).await);
+    wait_for("a Queued event", Duration::from_secs(30), || async {
+        events_for(&s.client, &s.ns, &s.env_name(second))
+            .await
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Queued"))
+            .then_some(())
+    })
+    .await;
+    wait_for("the PR told", Duration::from_secs(30), || async {
+        s.github
+            .comments(&s.repo, second)
+            .iter()
+            .any(|c| c.login == BOT && c.body.contains("Queued"))
+            .then_some(())
+    })
+    .await;
+    // The first is untouched by the second's wait.
+    assert!(namespace_exists(&s.client, &s.preview_ns(first)).await);
+
+    // Closing the first frees the slot and the second deploys, woken by the first's change
+    // (the periodic backstop is minutes away, well past this wait).
+    s.github.close(&s.repo, first, false).await.expect("closed");
+    let env = s
+        .wait_env(second, "the second one deployed", |e| {
+            e.status.as_ref().is_some_and(|st| st.namespace.is_some())
+        })
+        .await;
+    assert!(!env.status.expect("status").is_queued());
+    assert!(namespace_exists(&s.client, &s.preview_ns(second)).await);
+    s.github
+        .close(&s.repo, second, false)
+        .await
+        .expect("closed");
+}
+
+/// A namespace labelled and annotated by prenv for environment `env_namespace/env_name`
+/// (as if that environment had made it), or with its label pointing at `label_name` instead.
+async fn preview_like_namespace(
+    client: &Client,
+    name: &str,
+    env_namespace: &str,
+    env_name: &str,
+    label_name: &str,
+) {
+    let ns = Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_string()),
+            labels: Some(prenv::naming::owned_labels(env_namespace, label_name)),
+            annotations: Some(prenv::naming::owned_annotations(env_namespace, env_name)),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&Default::default(), &ns)
+        .await
+        .expect("namespace created");
+}
+
+/// Whether namespace `name` is gone or on its way out.
+async fn namespace_going(client: &Client, name: &str) -> bool {
+    Api::<Namespace>::all(client.clone())
+        .get_opt(name)
+        .await
+        .expect("get namespace")
+        .is_none_or(|ns| ns.metadata.deletion_timestamp.is_some())
+}
+
+#[tokio::test]
+async fn preview_namespaces_whose_environment_is_gone_are_swept() {
+    let s = Scenario::start_custom(
+        "t-orphan",
+        web_template,
+        |_, _| async {},
+        github_standin::Config::default(),
+        &["--orphan-sweep-interval", "1s"],
+    )
+    .await;
+    let opened = s
+        .github
+        .open_pr(&s.repo, new_pr("Alive"))
+        .await
+        .expect("opened");
+    let number = opened.payload["number"].as_u64().expect("number");
+    s.wait_env(number, "deployed", |e| {
+        e.status.as_ref().is_some_and(|st| st.namespace.is_some())
+    })
+    .await;
+    let live = s.preview_ns(number);
+
+    // prenv's own sweep finds a namespace whose environment does not exist.
+    let gone = format!("{}-999", s.template);
+    let orphan = support::unique("orphan");
+    preview_like_namespace(&s.client, &orphan, &s.ns, &gone, &gone).await;
+    wait_for("the orphan swept", Duration::from_secs(60), || async {
+        namespace_going(&s.client, &orphan).await.then_some(())
+    })
+    .await;
+    let metrics = reqwest::get(format!("{}/metrics", s.prenv.admin_url()))
+        .await
+        .expect("metrics answered")
+        .text()
+        .await
+        .expect("metrics text");
+    assert!(
+        metrics.contains("prenv_orphan_namespaces_deleted_total 1"),
+        "{metrics}"
+    );
+
+    // One sweep, step by step: what it must leave alone and what it must take.
+    let other = support::unique("t-orphan-other");
+    let elsewhere = support::unique("orphan");
+    preview_like_namespace(&s.client, &elsewhere, &other, "shop-1", "shop-1").await;
+    let mislabelled = support::unique("mislabelled");
+    preview_like_namespace(&s.client, &mislabelled, &other, "shop-2", "shop-3").await;
+    let swept = prenv::collect::sweep_orphans(&s.client, Some(&s.ns))
+        .await
+        .expect("sweep");
+    assert!(swept.is_empty(), "{swept:?}");
+    assert!(!namespace_going(&s.client, &live).await, "a live preview");
+    assert!(
+        !namespace_going(&s.client, &elsewhere).await,
+        "another scope"
+    );
+    let swept = prenv::collect::sweep_orphans(&s.client, Some(&other))
+        .await
+        .expect("sweep");
+    assert_eq!(swept, vec![elsewhere.clone()]);
+    assert!(namespace_going(&s.client, &elsewhere).await);
+    assert!(
+        !namespace_going(&s.client, &mislabelled).await,
+        "labels and annotation disagree: not provably ours"
+    );
+    assert!(!namespace_going(&s.client, &live).await);
+
+    Api::<Namespace>::all(s.client.clone())
+        .delete(&mislabelled, &Default::default())
+        .await
+        .expect("cleanup");
+    s.github
+        .close(&s.repo, number, false)
+        .await
+        .expect("closed");
+}

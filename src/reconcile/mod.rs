@@ -20,11 +20,11 @@ use apply::{ApplyError, Discovery, PlanError};
 use fence::Platform;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use kube::api::{Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter as EventReporter};
 use kube::runtime::finalizer::{self, finalizer};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use render::RenderError;
@@ -181,6 +181,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         watcher::Config::default(),
     );
     let store = controller.store();
+    let siblings = store.clone();
     let managed = watcher::Config::default().labels(&format!(
         "{}={}",
         naming::MANAGED_BY_LABEL,
@@ -191,15 +192,23 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         .watches(
             scoped::<PreviewTemplate>(&client, scope),
             watcher::Config::default(),
-            move |template| {
-                let namespace = template.namespace();
-                let name = template.name_any();
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|env| env.namespace() == namespace && env.spec.template == name)
-                    .map(|env| ObjectRef::from_obj(&*env))
-                    .collect::<Vec<_>>()
+            move |template| made_from(&store, template.namespace(), &template.name_any(), |_| true),
+        )
+        // A slot under a template's cap frees up when an environment goes away, expires or
+        // stops wanting one: its queued siblings get another look.
+        .watches(
+            scoped::<PreviewEnvironment>(&client, scope),
+            watcher::Config::default(),
+            move |changed| {
+                let name = changed.name_any();
+                made_from(
+                    &siblings,
+                    changed.namespace(),
+                    &changed.spec.template,
+                    |env| {
+                        env.name_any() != name && env.status.as_ref().is_some_and(|s| s.is_queued())
+                    },
+                )
             },
         )
         // Workload status changes move an environment to Ready.
@@ -223,6 +232,21 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             }
         })
         .await;
+}
+
+/// The cached environments of template `namespace/template` that `pick` selects.
+fn made_from(
+    store: &Store<PreviewEnvironment>,
+    namespace: Option<String>,
+    template: &str,
+    pick: impl Fn(&PreviewEnvironment) -> bool,
+) -> Vec<ObjectRef<PreviewEnvironment>> {
+    store
+        .state()
+        .into_iter()
+        .filter(|env| env.namespace() == namespace && env.spec.template == template && pick(env))
+        .map(|env| ObjectRef::from_obj(&*env))
+        .collect()
 }
 
 fn owner_of<K: Resource>(obj: K) -> Option<ObjectRef<PreviewEnvironment>> {
@@ -307,6 +331,8 @@ enum Outcome {
     Waiting { reason: String },
     /// The preview of `head` was idle past the template's TTL and is torn down.
     Expired { head: String, reason: String },
+    /// The template's `maxEnvironments` slots are taken by older environments.
+    Queued { reason: String },
     /// A stage failed. `stage` is the condition it fails.
     Failed {
         stage: &'static str,
@@ -381,7 +407,72 @@ async fn deploy(cached: &PreviewEnvironment, ctx: &Context) -> Result<Action, Re
         Outcome::Waiting { .. } | Outcome::Expired { .. } => {
             Action::requeue(ctx.settings.ready_resync)
         }
+        // Freed slots wake queued environments through the watch; this is only the backstop.
+        Outcome::Queued { .. } => Action::requeue(ctx.settings.ready_resync),
     })
+}
+
+/// Whether an environment competes for one of its template's `maxEnvironments` slots: it has
+/// something to deploy that has not expired, and it is not being deleted.
+fn wants_slot(env: &PreviewEnvironment) -> bool {
+    let expired = env
+        .status
+        .as_ref()
+        .and_then(|s| s.expired_head_sha.as_deref());
+    env.metadata.deletion_timestamp.is_none()
+        && env
+            .spec
+            .deployable_sha()
+            .is_some_and(|sha| Some(sha) != expired)
+}
+
+/// Why `env` has to wait for a slot under the template's cap of `max`, or `None` when it holds
+/// one. Slots go to the oldest environments that want one (first come, first served), so every
+/// sibling's reconcile reaches the same answer without coordination.
+async fn queued_behind(
+    client: &Client,
+    env: &PreviewEnvironment,
+    namespace: &str,
+    max: u32,
+) -> Result<Option<String>, kube::Error> {
+    let api: Api<PreviewEnvironment> = Api::namespaced(client.clone(), namespace);
+    let mut wanting: Vec<PreviewEnvironment> = api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.spec.template == env.spec.template && wants_slot(e))
+        .collect();
+    wanting.sort_by(|a, b| {
+        let key = |e: &PreviewEnvironment| (e.metadata.creation_timestamp.clone(), e.name_any());
+        key(a).cmp(&key(b))
+    });
+    let max = usize::try_from(max).unwrap_or(usize::MAX);
+    let name = env.name_any();
+    // Not listed yet (a lagging list): it is the newest, so it queues behind all of them.
+    let rank = wanting
+        .iter()
+        .position(|e| e.name_any() == name)
+        .unwrap_or(wanting.len());
+    if rank < max {
+        return Ok(None);
+    }
+    let mut holders: Vec<u64> = wanting.iter().take(max).map(|e| e.spec.number).collect();
+    holders.sort_unstable();
+    let holders = holders
+        .iter()
+        .map(|n| format!("#{n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let held = if holders.is_empty() {
+        "none may run".to_string()
+    } else {
+        format!("held by {holders}")
+    };
+    Ok(Some(format!(
+        "queued: template {} allows {max} preview(s) at a time ({held}); this one deploys when a slot frees up",
+        env.spec.template
+    )))
 }
 
 /// Render → plan → namespace → apply → prune → observe. Errors a template author or operator
@@ -438,6 +529,13 @@ async fn pipeline(
                 reason,
             });
         }
+    }
+    if let Some(max) = template.spec.max_environments
+        && let Some(reason) = queued_behind(client, env, namespace, max).await?
+    {
+        // Also when the cap was lowered under a running preview: the cap is a promise.
+        apply::delete_namespaces(client, namespace, name, None).await?;
+        return Ok(Outcome::Queued { reason });
     }
     let rendered = match render::render(&template.name_any(), &template.spec, &facts) {
         Ok(r) => r,
@@ -694,22 +792,15 @@ fn next_status(
             new.phase = Some(Phase::Pending);
             new.message = Some(reason.clone());
         }
+        Outcome::Queued { reason } => {
+            stood_down(&mut new, crate::model::QUEUED_REASON, reason, generation);
+            // A later admission deploys afresh (and restarts the TTL clock).
+            new.observed_head_sha = None;
+            new.short_sha = None;
+        }
         Outcome::Expired { head, reason } => {
-            new.phase = Some(Phase::Pending);
-            new.message = Some(reason.clone());
+            stood_down(&mut new, "Expired", reason, generation);
             new.expired_head_sha = Some(head.clone());
-            new.namespace = None;
-            new.url = None;
-            new.expires_at = None;
-            new.applied_kinds.clear();
-            status::set_condition(
-                &mut new.conditions,
-                status::READY,
-                false,
-                "Expired",
-                reason,
-                generation,
-            );
         }
         Outcome::Failed {
             stage,
@@ -813,6 +904,29 @@ fn approval_condition(
     }
 }
 
+/// `new` for an environment whose preview was taken down on purpose (`reason`): nothing runs.
+fn stood_down(
+    new: &mut PreviewEnvironmentStatus,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) {
+    new.phase = Some(Phase::Pending);
+    new.message = Some(message.to_string());
+    new.namespace = None;
+    new.url = None;
+    new.expires_at = None;
+    new.applied_kinds.clear();
+    status::set_condition(
+        &mut new.conditions,
+        status::READY,
+        false,
+        reason,
+        message,
+        generation,
+    );
+}
+
 /// Kubernetes Events for what changed: a failure (once per distinct message), a deploy of a
 /// new head, pruned objects, becoming ready.
 async fn announce(
@@ -826,6 +940,12 @@ async fn announce(
         Outcome::Waiting { reason } => {
             if old.message != new.message {
                 ctx.event(env, EventType::Normal, "AwaitingApproval", reason.clone())
+                    .await;
+            }
+        }
+        Outcome::Queued { reason } => {
+            if !old.is_queued() {
+                ctx.event(env, EventType::Normal, "Queued", reason.clone())
                     .await;
             }
         }

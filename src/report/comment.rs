@@ -19,6 +19,10 @@ pub enum Stage {
     Expired {
         reason: String,
     },
+    /// The template's `maxEnvironments` slots are all taken.
+    Queued {
+        reason: String,
+    },
     TornDown,
 }
 
@@ -54,13 +58,14 @@ pub fn render(f: &CommentFacts) -> String {
         Stage::Failed { .. } => ("❌", format!("Deploying `{short}` failed")),
         Stage::Waiting { .. } => ("⏸️", "Not deployed".to_string()),
         Stage::Expired { .. } => ("💤", "Expired".to_string()),
+        Stage::Queued { .. } => ("⏳", "Queued".to_string()),
         Stage::TornDown => ("🧹", "Torn down".to_string()),
     };
     out.push_str(&format!("### {icon} Preview `{name}`: {headline}\n\n"));
     let mut rows = Vec::new();
     if !matches!(
         f.stage,
-        Stage::TornDown | Stage::Waiting { .. } | Stage::Expired { .. }
+        Stage::TornDown | Stage::Waiting { .. } | Stage::Expired { .. } | Stage::Queued { .. }
     ) {
         if let Some(url) = &f.url {
             rows.push(("Preview", format!("<{url}>")));
@@ -89,7 +94,7 @@ pub fn render(f: &CommentFacts) -> String {
             out.push_str(&fence_safe(reason));
             out.push_str("\n```\n");
         }
-        Stage::Waiting { reason } | Stage::Expired { reason } => {
+        Stage::Waiting { reason } | Stage::Expired { reason } | Stage::Queued { reason } => {
             out.push_str(&escape_markdown(reason));
             out.push('\n');
         }
@@ -163,6 +168,32 @@ mod tests {
             reason: "needs the label [x](y)".into(),
         }));
         assert!(text.contains(r"needs the label \[x\]\(y\)"), "{text}");
+    }
+
+    #[test]
+    fn expired_and_queued_say_why_without_a_link() {
+        for (stage, headline) in [
+            (
+                Stage::Expired {
+                    reason: "expired: idle for 72h".into(),
+                },
+                "Expired",
+            ),
+            (
+                Stage::Queued {
+                    reason: "queued: held by #1".into(),
+                },
+                "Queued",
+            ),
+        ] {
+            let text = render(&facts(stage));
+            assert!(text.contains(headline), "{text}");
+            assert!(!text.contains("pr-42.shop"), "a dead link: {text}");
+        }
+        let text = render(&facts(Stage::Queued {
+            reason: "queued: held by #1".into(),
+        }));
+        assert!(text.contains(r"held by \#1"), "{text}");
     }
 
     #[test]

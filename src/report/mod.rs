@@ -62,6 +62,9 @@ impl Desired {
                 Phase::Pending if status.expired_head_sha.is_some() => Stage::Expired {
                     reason: status.message.clone().unwrap_or_default(),
                 },
+                Phase::Pending if status.is_queued() => Stage::Queued {
+                    reason: status.message.clone().unwrap_or_default(),
+                },
                 Phase::Pending if deployable.is_none() => Stage::Waiting {
                     reason: awaiting.clone()?,
                 },
@@ -73,7 +76,10 @@ impl Desired {
         let note = awaiting.filter(|_| {
             !matches!(
                 stage,
-                Stage::Waiting { .. } | Stage::TornDown | Stage::Expired { .. }
+                Stage::Waiting { .. }
+                    | Stage::TornDown
+                    | Stage::Expired { .. }
+                    | Stage::Queued { .. }
             )
         });
         Some(Desired {
@@ -531,7 +537,9 @@ async fn sync_deployment(
         Stage::Deploying => ("in_progress", "Deploying the preview".to_string()),
         Stage::Ready => ("success", "Preview ready".to_string()),
         Stage::Failed { reason } => ("failure", truncate(reason, 140)),
-        Stage::TornDown | Stage::Expired { .. } => ("inactive", "Preview removed".to_string()),
+        Stage::TornDown | Stage::Expired { .. } | Stage::Queued { .. } => {
+            ("inactive", "Preview removed".to_string())
+        }
         Stage::Waiting { .. } => return Ok(()),
     };
     if state == "inactive" {
@@ -653,7 +661,9 @@ async fn sync_commit_status(
             desired.facts.url.clone(),
         ),
         Stage::Failed { reason } => ("failure", truncate(reason, 140), None),
-        Stage::TornDown | Stage::Waiting { .. } | Stage::Expired { .. } => return Ok(()),
+        Stage::TornDown | Stage::Waiting { .. } | Stage::Expired { .. } | Stage::Queued { .. } => {
+            return Ok(());
+        }
     };
     let key = format!("{head}:{state}");
     if known.feedback.commit_status.as_deref() == Some(&key) {
