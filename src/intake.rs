@@ -1,6 +1,7 @@
 //! Intake: carry a [`Decision`] out on the cluster by writing (server-side apply) or deleting
 //! one `PreviewEnvironment`, never moving it back to an older pull request state.
 
+use crate::command::REDEPLOY_ANNOTATION;
 use crate::decide::{self, Decision, PrAction, PullRequestState};
 use crate::model::{PreviewEnvironment, PreviewEnvironmentSpec, PreviewTemplate};
 use crate::naming;
@@ -47,6 +48,8 @@ pub enum IntakeError {
 /// "newer wins" check and the write cannot interleave with another delivery's. Bounded memory.
 const STRIPES: usize = 64;
 const ATTEMPTS: usize = 5;
+/// Field manager of the annotations slash commands write (kept apart from the spec's).
+const COMMAND_FIELD_MANAGER: &str = "prenv-command";
 
 pub struct Intake {
     client: Client,
@@ -103,6 +106,43 @@ impl Intake {
             decision,
         )
         .await
+    }
+
+    /// Who may do what.
+    pub fn trust(&self) -> &TrustChecker {
+        &self.trust
+    }
+
+    /// Ask the controller to redeploy `template`'s environment of pull request `number` by
+    /// setting [`REDEPLOY_ANNOTATION`] to `request`. `None` when there is no such environment
+    /// (or it is being torn down).
+    pub async fn request_redeploy(
+        &self,
+        template: &PreviewTemplate,
+        number: u64,
+        request: &str,
+    ) -> Result<Option<String>, IntakeError> {
+        let Some(existing) = self.existing(template, number).await? else {
+            return Ok(None);
+        };
+        if existing.metadata.deletion_timestamp.is_some() {
+            return Ok(None);
+        }
+        let namespace = template.namespace().ok_or(IntakeError::NoNamespace)?;
+        let api: Api<PreviewEnvironment> = Api::namespaced(self.client.clone(), &namespace);
+        let patch = json!({"metadata": {"annotations": {REDEPLOY_ANNOTATION: request}}});
+        let params = PatchParams {
+            field_manager: Some(COMMAND_FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        match api
+            .patch(&existing.name_any(), &params, &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => Ok(Some(format!("{namespace}/{}", existing.name_any()))),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The environment of pull request `number` for `template`, if any.

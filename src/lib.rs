@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod collect;
+pub mod command;
 pub mod decide;
 pub mod dryrun;
 pub mod github;

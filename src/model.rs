@@ -389,6 +389,9 @@ pub struct PreviewEnvironmentStatus {
     /// new head deploys again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expired_head_sha: Option<String>,
+    /// The redeploy request (annotation `prenv.dev/redeploy`) last carried out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redeployed: Option<String>,
     /// A human-readable summary of the phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

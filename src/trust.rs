@@ -121,6 +121,27 @@ impl TrustChecker {
         }
     }
 
+    /// Whether `user` (author association `association`) may give prenv commands on pull
+    /// requests of `repository`: a trusted association under `trust`, or write access.
+    pub async fn may_command(
+        &self,
+        trust: &TrustSpec,
+        repository: &str,
+        user: &str,
+        association: &str,
+    ) -> bool {
+        trust
+            .associations
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(association))
+            || self.can_write(repository, user).await == Some(true)
+    }
+
+    /// The GitHub client, when prenv has credentials.
+    pub fn github(&self) -> Option<&Arc<GitHub>> {
+        self.github.as_ref()
+    }
+
     /// Whether `user` has write access (write, maintain or admin) to `repository`; `None`
     /// when GitHub cannot tell us (then nobody is trusted on that ground).
     async fn can_write(&self, repository: &str, user: &str) -> Option<bool> {

@@ -530,21 +530,28 @@ async fn restarts_between_deliveries_reach_the_same_end_state() {
     .await;
 }
 
-#[tokio::test]
-async fn an_idle_preview_expires_and_a_push_brings_it_back() {
-    let s = Scenario::start("t-ttl", |repo| {
-        let mut spec = web_template(repo);
-        spec["ttl"] = json!("5s");
-        spec
-    })
-    .await;
+/// The web template with `ttl`.
+fn with_ttl(repo: &str, ttl: &str) -> serde_json::Value {
+    let mut spec = web_template(repo);
+    spec["ttl"] = json!(ttl);
+    spec
+}
+
+/// Open a pull request: its number and head SHA.
+async fn open_pr(s: &Scenario, title: &str) -> (u64, String) {
     let opened = s
         .github
-        .open_pr(&s.repo, new_pr("Idle"))
+        .open_pr(&s.repo, new_pr(title))
         .await
         .expect("opened");
     let number = opened.payload["number"].as_u64().expect("number");
-    let sha1 = head_sha(&opened);
+    (number, head_sha(&opened))
+}
+
+#[tokio::test]
+async fn an_idle_preview_expires_and_a_push_brings_it_back() {
+    let s = Scenario::start("t-ttl", |repo| with_ttl(repo, "5s")).await;
+    let (number, sha1) = open_pr(&s, "Idle").await;
     let env = s
         .wait_env(number, "deploying with an expiry", |e| {
             e.status.as_ref().is_some_and(|st| st.expires_at.is_some())
@@ -779,6 +786,151 @@ async fn preview_namespaces_whose_environment_is_gone_are_swept() {
         .delete(&mislabelled, &Default::default())
         .await
         .expect("cleanup");
+    s.github
+        .close(&s.repo, number, false)
+        .await
+        .expect("closed");
+}
+
+async fn pod_template_annotation(client: &Client, ns: &str, key: &str) -> Option<String> {
+    let deployment = Api::<Deployment>::namespaced(client.clone(), ns)
+        .get_opt("web")
+        .await
+        .ok()
+        .flatten()?;
+    deployment
+        .spec?
+        .template
+        .metadata?
+        .annotations?
+        .get(key)
+        .cloned()
+}
+
+/// Wait for prenv's reaction `content` on the comment `delivered` carried.
+async fn wait_reaction(s: &Scenario, delivered: &github_standin::Delivered, content: &str) {
+    let id = comment_id(delivered);
+    wait_for(
+        &format!("prenv's {content} on comment {id}"),
+        Duration::from_secs(30),
+        || async {
+            s.github
+                .reactions(id)
+                .iter()
+                .any(|r| r.login == BOT && r.content == content)
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// The id of the comment a `comment` delivery carried.
+fn comment_id(delivered: &github_standin::Delivered) -> u64 {
+    delivered.payload["comment"]["id"]
+        .as_u64()
+        .expect("delivery has a comment id")
+}
+
+#[tokio::test]
+async fn a_redeploy_command_brings_an_expired_preview_back_for_people_with_write_access() {
+    let s = Scenario::start("t-cmd", |repo| with_ttl(repo, "5s")).await;
+    s.github.set_permission(&s.repo, "reviewer", "write");
+    let (number, sha) = open_pr(&s, "Idle").await;
+    s.wait_env(number, "expired", |e| {
+        e.status.as_ref().and_then(|st| st.expired_head_sha.clone()) == Some(sha.clone())
+    })
+    .await;
+    let key = prenv::command::REDEPLOY_ANNOTATION;
+    let annotation = |e: &PreviewEnvironment| {
+        e.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(key).cloned())
+    };
+
+    // Someone without write access: refused, and told so.
+    let denied = s
+        .github
+        .comment(&s.repo, number, "mallory", "/preview redeploy")
+        .await
+        .expect("commented");
+    assert_eq!(denied.status, 200, "{}", denied.body);
+    assert!(denied.body.contains("denied"), "{}", denied.body);
+    wait_reaction(&s, &denied, "-1").await;
+    let env = environment(&s.client, &s.ns, &s.env_name(number))
+        .await
+        .expect("env");
+    assert_eq!(annotation(&env), None);
+
+    // Not a command prenv knows: nothing happens, and the commenter is told.
+    let unknown = s
+        .github
+        .comment(&s.repo, number, "reviewer", "/preview destroy")
+        .await
+        .expect("commented");
+    assert_eq!(unknown.status, 202, "{}", unknown.body);
+    wait_reaction(&s, &unknown, "confused").await;
+
+    // A collaborator asks: the same head is deployed again, its pods rolled by the request.
+    let before = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let asked = s
+        .github
+        .comment(
+            &s.repo,
+            number,
+            "reviewer",
+            "Stale preview, bringing it back.\n/preview redeploy",
+        )
+        .await
+        .expect("commented");
+    assert_eq!(asked.status, 200, "{}", asked.body);
+    let request = format!("comment {} by reviewer", comment_id(&asked));
+    let env = environment(&s.client, &s.ns, &s.env_name(number))
+        .await
+        .expect("env");
+    assert_eq!(annotation(&env), Some(request.clone()));
+    wait_for(
+        "the preview back, its pods stamped with the request",
+        Duration::from_secs(60),
+        || async {
+            let stamped = pod_template_annotation(&s.client, &s.preview_ns(number), key).await?;
+            (stamped == request).then_some(())
+        },
+    )
+    .await;
+    let cm = config_map(&s.client, &s.preview_ns(number), "app-config")
+        .await
+        .expect("config map");
+    assert_eq!(
+        cm.data.and_then(|d| d.get("HEAD_SHA").cloned()),
+        Some(sha.clone())
+    );
+    let env = s
+        .wait_env(number, "the request recorded", |e| {
+            e.status.as_ref().and_then(|st| st.redeployed.clone()) == Some(request.clone())
+        })
+        .await;
+    let deployed = env.status.and_then(|st| st.last_deployed_at);
+    assert!(
+        deployed.is_some_and(|at| at >= before),
+        "the TTL clock restarted: {deployed:?}"
+    );
+    wait_reaction(&s, &asked, "+1").await;
+    wait_for("a Redeployed event", Duration::from_secs(30), || async {
+        events_for(&s.client, &s.ns, &s.env_name(number))
+            .await
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("Redeployed")
+                    && e.note.as_deref().is_some_and(|n| n.contains(&request))
+            })
+            .then_some(())
+    })
+    .await;
+
+    // A redelivered command is not carried out twice.
+    let again = s.github.redeliver(&asked.id).await.expect("redelivered");
+    assert!(again.body.contains("duplicate"), "{}", again.body);
     s.github
         .close(&s.repo, number, false)
         .await

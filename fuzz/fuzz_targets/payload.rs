@@ -1,12 +1,14 @@
 //! A `pull_request` delivery body, as octocrab reads it and prenv turns it into the facts of
 //! an environment: neither may panic, whatever the (signed, so trusted-sender but possibly
 //! surprising) body holds; a refused body gets an explanation, which may not panic either.
+//! The same bytes read as an `issue_comment` delivery (slash commands) may not panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use octocrab::models::webhook_events::{WebhookEvent, WebhookEventPayload};
 
 fuzz_target!(|data: &[u8]| {
+    let _ = prenv::command::from_delivery(data);
     match WebhookEvent::try_from_header_and_body("pull_request", data) {
         Ok(event) => {
             let WebhookEventPayload::PullRequest(payload) = event.specific else {

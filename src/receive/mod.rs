@@ -1,17 +1,19 @@
 //! Receive: `POST /webhooks/github`. Verifies, dedupes and parses a delivery, decides for every
-//! template serving its repository and writes the desired `PreviewEnvironment`s. Everything
-//! else (rendering, applying, GitHub feedback) happens in the controller.
+//! template serving its repository and writes the desired `PreviewEnvironment`s (or, for a
+//! `/preview` command in a PR comment, annotates them). Everything else (rendering, applying,
+//! GitHub feedback) happens in the controller.
 
 pub mod checks;
 pub mod limits;
 pub mod server;
 pub mod signature;
 
+use crate::command::{self, Command, CommentCommand, Parsed};
 use crate::decide::{self, PrAction};
 use crate::intake::Intake;
 use crate::metrics::Metrics;
 use crate::model::PreviewTemplate;
-use crate::trust::LabelEvent;
+use crate::trust::{LabelEvent, TrustChecker};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -45,6 +47,15 @@ pub struct Receiver {
 }
 
 impl Receiver {
+    /// The cached templates that serve `repository`.
+    fn serving(&self, repository: &str) -> Vec<Arc<PreviewTemplate>> {
+        self.templates
+            .state()
+            .into_iter()
+            .filter(|t| decide::serves(&t.spec, repository))
+            .collect()
+    }
+
     pub fn new(
         secrets: Secrets,
         templates: Store<PreviewTemplate>,
@@ -175,6 +186,20 @@ async fn answer(
             }
             reply
         }
+        "issue_comment" => {
+            // Only known names become metric labels.
+            let action = value
+                .get("action")
+                .and_then(|a| a.as_str())
+                .filter(|a| matches!(*a, "created" | "edited" | "deleted"))
+                .unwrap_or("other");
+            drop(_enter);
+            let mut reply = handle_issue_comment(receiver, &delivery, &body).await;
+            if let Some(answer) = reply.1.as_object_mut() {
+                answer.insert("action".into(), json!(action));
+            }
+            reply
+        }
         other => {
             tracing::debug!(event = other, "ignored event");
             Reply(
@@ -183,6 +208,139 @@ async fn answer(
             )
         }
     }
+}
+
+/// Claim a delivery that passed every check, or the answer when it must not be acted on: a
+/// duplicate, or the caches are not ready. Only a delivery that passed every check claims its
+/// id, so a rejected or failed one can be redelivered.
+async fn claim(receiver: &Receiver, delivery: &str) -> Result<(), Reply> {
+    if !receiver
+        .seen
+        .entry(delivery.to_string())
+        // `or_insert_with` coalesces concurrent calls for one key (plain `or_insert` does not),
+        // so of two copies arriving together exactly one is fresh.
+        .or_insert_with(|| ())
+        .is_fresh()
+    {
+        return Err(Reply(
+            StatusCode::OK,
+            json!({"result": "duplicate", "reason": "delivery already handled"}),
+        ));
+    }
+    if !matches!(
+        tokio::time::timeout(CACHE_WAIT, receiver.ready.clone().wait_for(|r| *r)).await,
+        Ok(Ok(_))
+    ) {
+        receiver.seen.invalidate(delivery);
+        return Err(reject(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "template cache not ready yet",
+        ));
+    }
+    Ok(())
+}
+
+/// A `/preview` command in a pull request comment. Acknowledged on the comment with a
+/// reaction: 👍 carried out, 👎 not allowed, 😕 not understood or nothing to act on.
+async fn handle_issue_comment(receiver: &Receiver, delivery: &str, body: &[u8]) -> Reply {
+    let command = match command::from_delivery(body) {
+        Ok(Parsed::Command(c)) => c,
+        Ok(Parsed::Ignored(reason)) => {
+            tracing::debug!(reason, "ignored comment");
+            return Reply(
+                StatusCode::ACCEPTED,
+                json!({"result": "ignored", "reason": reason}),
+            );
+        }
+        Err(e) => return reject(StatusCode::BAD_REQUEST, e),
+    };
+    if let Err(reply) = claim(receiver, delivery).await {
+        return reply;
+    }
+    let templates = receiver.serving(&command.repository);
+    if templates.is_empty() {
+        return Reply(
+            StatusCode::ACCEPTED,
+            json!({"result": "ignored", "reason": format!("no PreviewTemplate serves {}", command.repository)}),
+        );
+    }
+    let trust = receiver.intake.trust();
+    if let Command::Unknown(word) = &command.command {
+        react(trust, &command, "confused");
+        return Reply(
+            StatusCode::ACCEPTED,
+            json!({"result": "unknown_command", "reason": format!("/preview {word} is not a command (try /preview redeploy)")}),
+        );
+    }
+    let mut redeploying = Vec::new();
+    let mut denied = Vec::new();
+    let mut failed = Vec::new();
+    for template in templates {
+        let name = template.name_any();
+        if !trust
+            .may_command(
+                &template.spec.trust,
+                &command.repository,
+                &command.login,
+                &command.association,
+            )
+            .await
+        {
+            denied.push(name);
+            continue;
+        }
+        match receiver
+            .intake
+            .request_redeploy(&template, command.number, &command.request())
+            .await
+        {
+            Ok(Some(environment)) => redeploying.push(environment),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(template = %name, error = %e, "could not request a redeploy");
+                failed.push(json!({"template": name, "error": e.to_string()}));
+            }
+        }
+    }
+    if !failed.is_empty() {
+        receiver.seen.invalidate(delivery);
+        return Reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "could not reach every environment", "failed": failed, "environments": redeploying}),
+        );
+    }
+    tracing::info!(login = %command.login, environments = ?redeploying, denied = ?denied, "redeploy command");
+    let (reaction, result) = match (redeploying.is_empty(), denied.is_empty()) {
+        (false, _) => ("+1", "handled"),
+        (true, false) => ("-1", "denied"),
+        (true, true) => ("confused", "no_environment"),
+    };
+    react(trust, &command, reaction);
+    Reply(
+        StatusCode::OK,
+        json!({"result": result, "command": "redeploy", "environments": redeploying, "denied": denied}),
+    )
+}
+
+/// Acknowledge a command with a reaction, in the background (GitHub's pace is not ours).
+fn react(trust: &TrustChecker, command: &CommentCommand, content: &'static str) {
+    let Some(github) = trust.github().cloned() else {
+        return;
+    };
+    let repository = command.repository.clone();
+    let path = format!(
+        "/repos/{repository}/issues/comments/{}/reactions",
+        command.comment_id
+    );
+    tokio::spawn(async move {
+        let body = json!({ "content": content });
+        if let Err(e) = github
+            .request(&repository, http::Method::POST, &path, Some(&body))
+            .await
+        {
+            tracing::warn!(%repository, error = %e, "could not react to a command");
+        }
+    });
 }
 
 async fn handle_pull_request(
@@ -215,39 +373,11 @@ async fn handle_pull_request(
         }),
         _ => None,
     };
-    // Only a delivery that passed every check claims its id, so a rejected or failed one
-    // can be redelivered.
-    if !receiver
-        .seen
-        .entry(delivery.to_string())
-        // `or_insert_with` coalesces concurrent calls for one key (plain `or_insert` does not),
-        // so of two copies arriving together exactly one is fresh.
-        .or_insert_with(|| ())
-        .is_fresh()
-    {
-        return Reply(
-            StatusCode::OK,
-            json!({"result": "duplicate", "reason": "delivery already handled"}),
-        );
-    }
-
-    if !matches!(
-        tokio::time::timeout(CACHE_WAIT, receiver.ready.clone().wait_for(|r| *r)).await,
-        Ok(Ok(_))
-    ) {
-        receiver.seen.invalidate(delivery);
-        return reject(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "template cache not ready yet",
-        );
+    if let Err(reply) = claim(receiver, delivery).await {
+        return reply;
     }
     let repository = state.facts.repository.clone();
-    let templates: Vec<_> = receiver
-        .templates
-        .state()
-        .into_iter()
-        .filter(|t| decide::serves(&t.spec, &repository))
-        .collect();
+    let templates = receiver.serving(&repository);
     let mut outcomes = Vec::new();
     let mut failed = Vec::new();
     for template in templates {

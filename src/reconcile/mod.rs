@@ -9,6 +9,7 @@ pub mod render;
 pub mod status;
 
 use crate::collect;
+use crate::command::REDEPLOY_ANNOTATION;
 use crate::metrics::Metrics;
 use crate::model::{
     AppliedKind, Phase, PreviewEnvironment, PreviewEnvironmentStatus, PreviewTemplate,
@@ -412,6 +413,13 @@ async fn deploy(cached: &PreviewEnvironment, ctx: &Context) -> Result<Action, Re
     })
 }
 
+/// Whether `env` carries a redeploy request that was not carried out yet.
+fn fresh_redeploy(env: &PreviewEnvironment, old: &PreviewEnvironmentStatus) -> bool {
+    env.annotations()
+        .get(REDEPLOY_ANNOTATION)
+        .is_some_and(|r| old.redeployed.as_ref() != Some(r))
+}
+
 /// Whether an environment competes for one of its template's `maxEnvironments` slots: it has
 /// something to deploy that has not expired, and it is not being deleted.
 fn wants_slot(env: &PreviewEnvironment) -> bool {
@@ -514,8 +522,12 @@ async fn pipeline(
         Some(Ok(d)) => Some(d),
         None => None,
     };
-    // An idle preview past its TTL is torn down; it stays so until a new head arrives.
-    if let Some(ttl) = &template.spec.ttl {
+    let redeploy = env.annotations().get(REDEPLOY_ANNOTATION);
+    // An idle preview past its TTL is torn down; it stays so until a new head arrives or a
+    // redeploy is asked for.
+    if let Some(ttl) = &template.spec.ttl
+        && !fresh_redeploy(env, old)
+    {
         let reason = format!(
             "expired: nothing new was deployed for {ttl} after {}; push a commit to deploy it again",
             deployable.chars().take(7).collect::<String>()
@@ -560,6 +572,10 @@ async fn pipeline(
     for object in &mut objects {
         if let Err(e) = render::claim_object(object, &preview_ns, &labels, &annotations) {
             return Ok(Outcome::render_failed(&e));
+        }
+        if let Some(request) = redeploy {
+            // A new value rolls the workloads; the same value keeps them as they are.
+            render::stamp_pod_template(object, REDEPLOY_ANNOTATION, request);
         }
     }
     let isolation = &template.spec.isolation;
@@ -731,9 +747,13 @@ fn next_status(
             expires_after,
             ..
         } => {
-            if new.observed_head_sha.as_ref() != Some(head) || new.last_deployed_at.is_none() {
+            if new.observed_head_sha.as_ref() != Some(head)
+                || new.last_deployed_at.is_none()
+                || fresh_redeploy(env, old)
+            {
                 new.last_deployed_at = Some(chrono::Utc::now());
             }
+            new.redeployed = env.annotations().get(REDEPLOY_ANNOTATION).cloned();
             new.observed_head_sha = Some(head.clone());
             new.expired_head_sha = None;
             new.short_sha = Some(short.clone());
@@ -973,6 +993,19 @@ async fn announce(
                     EventType::Normal,
                     "Deployed",
                     format!("applied {short} into namespace {namespace}"),
+                )
+                .await;
+            }
+            if let Some(request) = new
+                .redeployed
+                .as_ref()
+                .filter(|_| old.redeployed != new.redeployed)
+            {
+                ctx.event(
+                    env,
+                    EventType::Normal,
+                    "Redeployed",
+                    format!("redeployed into namespace {namespace} as asked ({request})"),
                 )
                 .await;
             }

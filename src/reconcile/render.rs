@@ -361,6 +361,43 @@ pub fn claim_object(
     Ok(())
 }
 
+/// Set annotation `key` on the pod template of a Deployment, StatefulSet or DaemonSet
+/// (`apps/v1`), so that changing `value` rolls its pods, as `kubectl rollout restart` does.
+/// Other objects are left as they are.
+pub fn stamp_pod_template(object: &mut Json, key: &str, value: &str) {
+    let workload = object.get("apiVersion").and_then(Json::as_str) == Some("apps/v1")
+        && matches!(
+            object.get("kind").and_then(Json::as_str),
+            Some("Deployment" | "StatefulSet" | "DaemonSet")
+        );
+    let Some(template) = object
+        .get_mut("spec")
+        .and_then(|s| s.get_mut("template"))
+        .and_then(Json::as_object_mut)
+        .filter(|_| workload)
+    else {
+        return;
+    };
+    let metadata = template
+        .entry("metadata")
+        .or_insert_with(|| Json::Object(Map::new()));
+    if !metadata.is_object() {
+        *metadata = Json::Object(Map::new());
+    }
+    let Some(metadata) = metadata.as_object_mut() else {
+        return;
+    };
+    let annotations = metadata
+        .entry("annotations")
+        .or_insert_with(|| Json::Object(Map::new()));
+    if !annotations.is_object() {
+        *annotations = Json::Object(Map::new());
+    }
+    if let Some(annotations) = annotations.as_object_mut() {
+        annotations.insert(key.to_string(), Json::String(value.to_string()));
+    }
+}
+
 /// Fill in `protocol: TCP` where a port omits it. The API server defaults it anyway, but
 /// server-side apply on Kubernetes before 1.21 refuses ports lists whose `protocol` key is
 /// missing ("associative list with keys has an element that omits key field").
@@ -406,6 +443,33 @@ fn default_protocols(object: &mut Json) {
 pub(crate) mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn only_workload_pod_templates_are_stamped() {
+        let mut deployment = serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "spec": {"template": {"metadata": {"annotations": {"keep": "me"}}, "spec": {}}}
+        });
+        stamp_pod_template(&mut deployment, "prenv.dev/redeploy", "r1");
+        assert_eq!(
+            deployment["spec"]["template"]["metadata"]["annotations"],
+            serde_json::json!({"keep": "me", "prenv.dev/redeploy": "r1"})
+        );
+        let mut bare = serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet", "spec": {"template": {}}
+        });
+        stamp_pod_template(&mut bare, "prenv.dev/redeploy", "r2");
+        assert_eq!(
+            bare["spec"]["template"]["metadata"]["annotations"]["prenv.dev/redeploy"],
+            "r2"
+        );
+        let job = serde_json::json!({
+            "apiVersion": "batch/v1", "kind": "Job", "spec": {"template": {}}
+        });
+        let mut stamped = job.clone();
+        stamp_pod_template(&mut stamped, "prenv.dev/redeploy", "r3");
+        assert_eq!(stamped, job);
+    }
 
     pub(crate) fn pr() -> PreviewEnvironmentSpec {
         PreviewEnvironmentSpec {

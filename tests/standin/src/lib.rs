@@ -30,7 +30,7 @@ use std::time::Duration;
 pub use http::Method;
 pub use model::{
     AuthKind, Comment, CommitStatus, Delivered, Delivery, Deployment, DeploymentStatus, Fault,
-    FaultKind, NewPr, RecordedRequest,
+    FaultKind, NewPr, Reaction, RecordedRequest,
 };
 
 pub use hooks::{signature_256, signature_sha1};
@@ -551,6 +551,19 @@ impl StandIn {
                 author_association: c.author_association.clone(),
                 created_at: c.created_at,
                 updated_at: c.updated_at,
+            })
+            .collect()
+    }
+
+    /// The reactions on comment `id`, oldest first.
+    pub fn reactions(&self, id: u64) -> Vec<Reaction> {
+        let st = self.shared.lock();
+        st.reactions
+            .iter()
+            .filter(|r| r.comment_id == id)
+            .map(|r| Reaction {
+                login: r.login.clone(),
+                content: r.content.clone(),
             })
             .collect()
     }

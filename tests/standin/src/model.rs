@@ -227,6 +227,14 @@ impl RecordedRequest {
     }
 }
 
+/// A reaction on an issue comment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reaction {
+    pub login: String,
+    /// `+1`, `-1`, `laugh`, `confused`, `heart`, `hooray`, `rocket` or `eyes`.
+    pub content: String,
+}
+
 /// An issue comment on a pull request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Comment {
