@@ -6,6 +6,7 @@ mod support;
 use github_standin::NewPr;
 use kube::Api;
 use serde_json::json;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use support::*;
@@ -188,6 +189,40 @@ async fn metrics_count_reconciles_and_environments() {
     );
     assert!(sample(&after, "prenv_webhook_duration_seconds_count", &[]).unwrap_or(0.0) >= 1.0);
     assert!(sample(&after, "prenv_github_rate_limit_remaining", &[]).is_some_and(|v| v > 0.0));
+
+    // The Grafana dashboard only queries metrics prenv exposes. (A labelled family shows up
+    // with its first sample, so give the feedback pass and the resync time to count.)
+    let dashboard = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana-dashboard.json"),
+    )
+    .expect("dashboard");
+    let names = regex::Regex::new(r"prenv_[a-z_]+").expect("regex");
+    let queried: std::collections::BTreeSet<&str> =
+        names.find_iter(&dashboard).map(|m| m.as_str()).collect();
+    assert!(queried.len() > 5, "{queried:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = metrics_text(&s.prenv).await;
+        let missing: Vec<&str> = queried
+            .iter()
+            .copied()
+            .filter(|name| {
+                let family = ["_total", "_bucket", "_count", "_sum"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix))
+                    .unwrap_or(name);
+                !text.contains(&format!("# TYPE {family} "))
+            })
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dashboard queries {missing:?}, which /metrics does not have"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     s.github
         .close(&s.repo, number, false)
         .await
