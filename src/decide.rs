@@ -228,6 +228,11 @@ pub fn validate_trigger(trigger: &Trigger) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The decision for a trusted head of pull request `state` under template `t` ("shop").
+    fn trusted(action: PrAction, state: &PullRequestState, t: &PreviewTemplateSpec) -> Decision {
+        decide(action, state, "shop", t, &Verdict::Trusted, None)
+    }
     use crate::reconcile::render::tests::pr;
 
     fn state(open: bool) -> PullRequestState {
@@ -275,14 +280,7 @@ mod tests {
             PrAction::Edited,
             PrAction::Resync,
         ] {
-            match decide(
-                action,
-                &state(true),
-                "shop",
-                &template(),
-                &Verdict::Trusted,
-                None,
-            ) {
+            match trusted(action, &state(true), &template()) {
                 Decision::Apply(spec) => {
                     assert_eq!(spec.template, "shop");
                     assert_eq!(spec.number, 42);
@@ -295,26 +293,12 @@ mod tests {
     #[test]
     fn closed_deletes() {
         assert!(matches!(
-            decide(
-                PrAction::Closed,
-                &state(false),
-                "shop",
-                &template(),
-                &Verdict::Trusted,
-                None
-            ),
+            trusted(PrAction::Closed, &state(false), &template()),
             Decision::Delete { .. }
         ));
         // A resync that finds the pull request closed also deletes.
         assert!(matches!(
-            decide(
-                PrAction::Resync,
-                &state(false),
-                "shop",
-                &template(),
-                &Verdict::Trusted,
-                None
-            ),
+            trusted(PrAction::Resync, &state(false), &template()),
             Decision::Delete { .. }
         ));
     }
@@ -324,27 +308,13 @@ mod tests {
         let mut s = state(true);
         s.facts.draft = true;
         assert!(matches!(
-            decide(
-                PrAction::ConvertedToDraft,
-                &s,
-                "shop",
-                &template(),
-                &Verdict::Trusted,
-                None
-            ),
+            trusted(PrAction::ConvertedToDraft, &s, &template()),
             Decision::Delete { .. }
         ));
         let mut t = template();
         t.trigger.skip_drafts = false;
         assert!(matches!(
-            decide(
-                PrAction::ConvertedToDraft,
-                &s,
-                "shop",
-                &t,
-                &Verdict::Trusted,
-                None
-            ),
+            trusted(PrAction::ConvertedToDraft, &s, &t),
             Decision::Apply(_)
         ));
     }
@@ -354,39 +324,18 @@ mod tests {
         let mut t = template();
         t.trigger.require_labels = vec!["preview".into()];
         assert!(matches!(
-            decide(
-                PrAction::Labeled,
-                &state(true),
-                "shop",
-                &t,
-                &Verdict::Trusted,
-                None
-            ),
+            trusted(PrAction::Labeled, &state(true), &t),
             Decision::Apply(_)
         ));
         t.trigger.require_labels = vec!["deploy-me".into()];
         assert!(matches!(
-            decide(
-                PrAction::Unlabeled,
-                &state(true),
-                "shop",
-                &t,
-                &Verdict::Trusted,
-                None
-            ),
+            trusted(PrAction::Unlabeled, &state(true), &t),
             Decision::Delete { .. }
         ));
         t.trigger.require_labels.clear();
         t.trigger.exclude_labels = vec!["preview".into()];
         assert!(matches!(
-            decide(
-                PrAction::Labeled,
-                &state(true),
-                "shop",
-                &t,
-                &Verdict::Trusted,
-                None
-            ),
+            trusted(PrAction::Labeled, &state(true), &t),
             Decision::Delete { .. }
         ));
     }
@@ -396,39 +345,18 @@ mod tests {
         let mut t = template();
         t.trigger.branches = "feature/.*".into();
         assert!(matches!(
-            decide(
-                PrAction::Opened,
-                &state(true),
-                "shop",
-                &t,
-                &Verdict::Trusted,
-                None
-            ),
+            trusted(PrAction::Opened, &state(true), &t),
             Decision::Apply(_)
         ));
         t.trigger.branches = "feature".into();
         assert!(matches!(
-            decide(
-                PrAction::Opened,
-                &state(true),
-                "shop",
-                &t,
-                &Verdict::Trusted,
-                None
-            ),
+            trusted(PrAction::Opened, &state(true), &t),
             Decision::Delete { .. }
         ));
         t.trigger.branches = ".*".into();
         t.trigger.base_branches = "release/.*".into();
         assert!(matches!(
-            decide(
-                PrAction::Opened,
-                &state(true),
-                "shop",
-                &t,
-                &Verdict::Trusted,
-                None
-            ),
+            trusted(PrAction::Opened, &state(true), &t),
             Decision::Delete { .. }
         ));
         t.trigger.base_branches = "(".into();
