@@ -1174,11 +1174,6 @@ fn rbac_grants_what_prenv_needs_and_no_more() {
     assert!(wrong.is_empty(), "the chart's RBAC:\n{}", wrong.join("\n"));
 }
 
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
 /// A kubeconfig for the test cluster that authenticates as `token` (a ServiceAccount's).
 fn kubeconfig_with_token(token: &str, path: &Path) {
     let text = std::fs::read_to_string(support::kubeconfig()).expect("kubeconfig");
@@ -1205,7 +1200,7 @@ async fn prenv_runs_with_only_the_charts_rbac() {
         support::create_namespace(&client, ns).await;
     }
     let github = support::github(&repo).await;
-    let (port, admin_port) = (free_port(), free_port());
+    let (port, admin_port) = (support::free_port(), support::free_port());
     let values = format!(
         r#"
 webhook: {{secret: "{SECRET}"}}
@@ -1270,21 +1265,7 @@ service: {{port: {port}, adminPort: {admin_port}}}
     let mut prenv = Running(Some(child));
     let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
 
-    let http = reqwest::Client::new();
-    let ready = format!("http://127.0.0.1:{admin_port}/readyz");
-    support::wait_for(
-        &format!("prenv ready (log: {})", log_path.display()),
-        Duration::from_secs(30),
-        || {
-            let http = http.clone();
-            let ready = ready.clone();
-            async move {
-                let resp = http.get(&ready).send().await.ok()?;
-                resp.status().is_success().then_some(())
-            }
-        },
-    )
-    .await;
+    support::wait_ready(&format!("http://127.0.0.1:{admin_port}"), &log_path).await;
     github.add_hook(&format!("http://127.0.0.1:{port}/webhooks/github"), SECRET);
 
     // Leader election with the chart's Lease.
@@ -1364,7 +1345,7 @@ service: {{port: {port}, adminPort: {admin_port}}}
     })
     .await;
     // The status page reads the environment's Events.
-    let page = http
+    let page = reqwest::Client::new()
         .get(format!(
             "http://127.0.0.1:{port}/environments/{team_ns}/{env_name}"
         ))

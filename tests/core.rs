@@ -3,7 +3,6 @@
 
 mod support;
 
-use github_standin::NewPr;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
 use kube::api::ListParams;
@@ -13,37 +12,12 @@ use serde_json::json;
 use std::time::Duration;
 use support::*;
 
-fn new_pr(title: &str) -> NewPr {
-    NewPr {
-        title: title.to_string(),
-        author: "octocat".to_string(),
-        head_ref: "feature/checkout".to_string(),
-        base_ref: "main".to_string(),
-        ..Default::default()
-    }
-}
-
 async fn config_map(client: &Client, ns: &str, name: &str) -> Option<ConfigMap> {
     Api::<ConfigMap>::namespaced(client.clone(), ns)
         .get_opt(name)
         .await
         .ok()
         .flatten()
-}
-
-async fn namespace_exists(client: &Client, name: &str) -> bool {
-    Api::<Namespace>::all(client.clone())
-        .get_opt(name)
-        .await
-        .expect("get namespace")
-        .is_some()
-}
-
-fn head_sha(delivered: &github_standin::Delivered) -> String {
-    delivered.payload["pull_request"]["head"]["sha"]
-        .as_str()
-        .expect("delivery has a head sha")
-        .to_string()
 }
 
 #[tokio::test]
@@ -142,7 +116,7 @@ async fn pull_request_lifecycle_open_push_ready_prune_close() {
         Some(format!("registry.example.com/shop:{sha2}"))
     );
     let env = wait_environment(&client, &ns, &env_name, "status at the new head", |e| {
-        e.status.as_ref().and_then(|s| s.observed_head_sha.clone()) == Some(sha2.clone())
+        observed_head(e) == Some(sha2.as_str())
     })
     .await;
     assert_eq!(env.spec.head_sha, sha2);
@@ -456,7 +430,7 @@ async fn restarts_between_deliveries_reach_the_same_end_state() {
     let preview_ns = format!("{template}-pr-{number}");
     let sha1 = head_sha(&opened);
     wait_environment(&client, &ns, &env_name, "deploying", |e| {
-        e.status.as_ref().and_then(|s| s.observed_head_sha.clone()) == Some(sha1.clone())
+        observed_head(e) == Some(sha1.as_str())
     })
     .await;
 
@@ -468,7 +442,7 @@ async fn restarts_between_deliveries_reach_the_same_end_state() {
     assert_eq!(pushed.status, 200, "{}", pushed.body);
     let sha2 = head_sha(&pushed);
     wait_environment(&client, &ns, &env_name, "at the new head", |e| {
-        e.status.as_ref().and_then(|s| s.observed_head_sha.clone()) == Some(sha2.clone())
+        observed_head(e) == Some(sha2.as_str())
     })
     .await;
     prenv.restart().await;
@@ -537,21 +511,10 @@ fn with_ttl(repo: &str, ttl: &str) -> serde_json::Value {
     spec
 }
 
-/// Open a pull request: its number and head SHA.
-async fn open_pr(s: &Scenario, title: &str) -> (u64, String) {
-    let opened = s
-        .github
-        .open_pr(&s.repo, new_pr(title))
-        .await
-        .expect("opened");
-    let number = opened.payload["number"].as_u64().expect("number");
-    (number, head_sha(&opened))
-}
-
 #[tokio::test]
 async fn an_idle_preview_expires_and_a_push_brings_it_back() {
     let s = Scenario::start("t-ttl", |repo| with_ttl(repo, "5s")).await;
-    let (number, sha1) = open_pr(&s, "Idle").await;
+    let (number, sha1) = s.open("Idle").await;
     let env = s
         .wait_env(number, "deploying with an expiry", |e| {
             e.status.as_ref().is_some_and(|st| st.expires_at.is_some())
@@ -618,12 +581,7 @@ async fn beyond_the_cap_a_preview_queues_until_a_slot_frees_up() {
         spec
     })
     .await;
-    let first = s
-        .github
-        .open_pr(&s.repo, new_pr("First"))
-        .await
-        .expect("opened");
-    let first = first.payload["number"].as_u64().expect("number");
+    let (first, _) = s.open("First").await;
     s.wait_env(first, "the first one deployed", |e| {
         e.status.as_ref().is_some_and(|st| st.namespace.is_some())
     })
@@ -631,12 +589,7 @@ async fn beyond_the_cap_a_preview_queues_until_a_slot_frees_up() {
     assert!(namespace_exists(&s.client, &s.preview_ns(first)).await);
 
     // The only slot is taken: the second waits, says for whom, and runs nothing.
-    let second = s
-        .github
-        .open_pr(&s.repo, new_pr("Second"))
-        .await
-        .expect("opened");
-    let second = second.payload["number"].as_u64().expect("number");
+    let (second, _) = s.open("Second").await;
     let env = s
         .wait_env(second, "the second one queued", |e| {
             e.status.as_ref().is_some_and(|st| st.is_queued())
@@ -717,20 +670,8 @@ async fn namespace_going(client: &Client, name: &str) -> bool {
 
 #[tokio::test]
 async fn preview_namespaces_whose_environment_is_gone_are_swept() {
-    let s = Scenario::start_custom(
-        "t-orphan",
-        web_template,
-        |_, _| async {},
-        github_standin::Config::default(),
-        &["--orphan-sweep-interval", "1s"],
-    )
-    .await;
-    let opened = s
-        .github
-        .open_pr(&s.repo, new_pr("Alive"))
-        .await
-        .expect("opened");
-    let number = opened.payload["number"].as_u64().expect("number");
+    let s = Scenario::start_with_args("t-orphan", &["--orphan-sweep-interval", "1s"]).await;
+    let (number, _) = s.open("Alive").await;
     s.wait_env(number, "deployed", |e| {
         e.status.as_ref().is_some_and(|st| st.namespace.is_some())
     })
@@ -835,7 +776,7 @@ fn comment_id(delivered: &github_standin::Delivered) -> u64 {
 async fn a_redeploy_command_brings_an_expired_preview_back_for_people_with_write_access() {
     let s = Scenario::start("t-cmd", |repo| with_ttl(repo, "5s")).await;
     s.github.set_permission(&s.repo, "reviewer", "write");
-    let (number, sha) = open_pr(&s, "Idle").await;
+    let (number, sha) = s.open("Idle").await;
     s.wait_env(number, "expired", |e| {
         e.status.as_ref().and_then(|st| st.expired_head_sha.clone()) == Some(sha.clone())
     })

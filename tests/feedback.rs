@@ -3,27 +3,9 @@
 
 mod support;
 
-use github_standin::{
-    AppConfig, Config as StandInConfig, Fault, FaultKind, Method, NewPr, StandIn,
-};
+use github_standin::{AppConfig, Config as StandInConfig, Fault, FaultKind, Method, StandIn};
 use std::time::Duration;
 use support::*;
-
-fn new_pr(title: &str) -> NewPr {
-    NewPr {
-        title: title.to_string(),
-        author: "octocat".to_string(),
-        head_ref: "feature/feedback".to_string(),
-        ..Default::default()
-    }
-}
-
-fn head(delivered: &github_standin::Delivered) -> String {
-    delivered.payload["pull_request"]["head"]["sha"]
-        .as_str()
-        .expect("head sha")
-        .to_string()
-}
 
 /// Mutating requests the stand-in received (everything but GETs).
 fn writes(github: &StandIn) -> Vec<github_standin::RecordedRequest> {
@@ -96,7 +78,7 @@ async fn comment_deployment_and_status_follow_the_pull_request_across_restarts()
         .await
         .expect("opened");
     let number = opened.payload["number"].as_u64().expect("number");
-    let sha1 = head(&opened);
+    let sha1 = head_sha(&opened);
     s.wait_env(number, "deploying", |e| {
         phase(e).as_deref() == Some("Deploying")
     })
@@ -183,12 +165,9 @@ async fn comment_deployment_and_status_follow_the_pull_request_across_restarts()
 
     // A push: the same comment edited with the new head, a new deployment, the old one inactive.
     let pushed = github.push(&repo, number).await.expect("pushed");
-    let sha2 = head(&pushed);
+    let sha2 = head_sha(&pushed);
     s.wait_env(number, "new head", |e| {
-        e.status
-            .as_ref()
-            .and_then(|st| st.observed_head_sha.clone())
-            == Some(sha2.clone())
+        observed_head(e) == Some(sha2.as_str())
     })
     .await;
     make_pods_ready(&client, &s.preview_ns(number)).await;
@@ -313,7 +292,7 @@ async fn failures_are_retried_as_github_asks_and_never_hold_up_kubernetes() {
 
     eventually("converged: comment and successful deployment", || {
         let one_comment = comments_by(github, repo, number, BOT).len() == 1;
-        let sha = head(&opened);
+        let sha = head_sha(&opened);
         let (_, states, _) = deployment_states(github, repo, &sha)?;
         (one_comment && states.last().map(String::as_str) == Some("success")).then_some(())
     })
@@ -378,14 +357,7 @@ async fn a_rejected_write_becomes_a_condition() {
 
 #[tokio::test]
 async fn a_burst_of_pull_requests_converges_within_the_pacing() {
-    let s = Scenario::start_custom(
-        "t-fbburst",
-        web_template,
-        |_, _| async {},
-        StandInConfig::default(),
-        &["--github-write-interval", "150ms"],
-    )
-    .await;
+    let s = Scenario::start_with_args("t-fbburst", &["--github-write-interval", "150ms"]).await;
     let (github, repo) = (&s.github, &s.repo);
     let mut numbers = Vec::new();
     for i in 0..50 {
@@ -475,7 +447,7 @@ async fn github_app_installation_tokens_are_cached_and_renewed() {
     eventually(
         "the app's comment, deployment status and commit status",
         || {
-            let sha = head(&opened);
+            let sha = head_sha(&opened);
             let (_, states, _) = deployment_states(github, repo, &sha)?;
             (comments_by(github, repo, number, &bot).len() == 1
                 && !states.is_empty()
@@ -498,7 +470,7 @@ async fn github_app_installation_tokens_are_cached_and_renewed() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     let pushed = github.push(repo, number).await.expect("pushed");
     eventually("feedback for the new head", || {
-        deployment_states(github, repo, &head(&pushed))
+        deployment_states(github, repo, &head_sha(&pushed))
     })
     .await;
     assert_eq!(token_requests(), 2, "renewed once");
@@ -507,7 +479,7 @@ async fn github_app_installation_tokens_are_cached_and_renewed() {
     github.expire_installation_tokens();
     let pushed = github.push(repo, number).await.expect("pushed");
     eventually("feedback after the 401", || {
-        deployment_states(github, repo, &head(&pushed))
+        deployment_states(github, repo, &head_sha(&pushed))
     })
     .await;
     assert!(github.requests().iter().any(|r| r.status == 401));

@@ -11,13 +11,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use support::*;
 
-fn head(delivered: &github_standin::Delivered) -> String {
-    delivered.payload["pull_request"]["head"]["sha"]
-        .as_str()
-        .expect("head sha")
-        .to_string()
-}
-
 async fn metrics_text(prenv: &Prenv) -> String {
     reqwest::get(format!("{}/metrics", prenv.admin_url()))
         .await
@@ -64,14 +57,7 @@ async fn event_reporters(client: &kube::Client, namespace: &str) -> Vec<String> 
 
 #[tokio::test]
 async fn one_replica_leads_and_the_other_takes_over() {
-    let mut s = Scenario::start_custom(
-        "t-leader",
-        web_template,
-        |_, _| async {},
-        Default::default(),
-        &["--instance", "replica-a"],
-    )
-    .await;
+    let mut s = Scenario::start_with_args("t-leader", &["--instance", "replica-a"]).await;
     // The first replica leads; a second one joins and follows.
     wait_for("replica-a leads", Duration::from_secs(30), || async {
         (sample(&metrics_text(&s.prenv).await, "prenv_leader", &[]) == Some(1.0)).then_some(())
@@ -116,12 +102,9 @@ async fn one_replica_leads_and_the_other_takes_over() {
     let took_over = stopped.elapsed();
     assert!(took_over <= Duration::from_secs(15), "{took_over:?}");
     let pushed = s.github.push(&s.repo, number).await.expect("pushed");
-    let sha = head(&pushed);
+    let sha = head_sha(&pushed);
     s.wait_env(number, "the new head deployed by the new leader", |e| {
-        e.status
-            .as_ref()
-            .and_then(|st| st.observed_head_sha.clone())
-            == Some(sha.clone())
+        observed_head(e) == Some(sha.as_str())
     })
     .await;
     assert!(

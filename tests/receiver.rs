@@ -4,7 +4,7 @@
 
 mod support;
 
-use github_standin::{Config as StandInConfig, NewPr};
+use github_standin::NewPr;
 use kube::Api;
 use kube::api::{DynamicObject, ListParams};
 use prenv::model::PreviewEnvironment;
@@ -79,16 +79,6 @@ fn altered(body: &[u8], f: impl FnOnce(&mut Value)) -> Vec<u8> {
     serde_json::to_vec(&value).expect("serialize")
 }
 
-fn new_pr(title: &str) -> NewPr {
-    NewPr {
-        title: title.to_string(),
-        author: "octocat".to_string(),
-        head_ref: "feature/receiver".to_string(),
-        base_ref: "main".to_string(),
-        ..Default::default()
-    }
-}
-
 async fn environments(s: &Scenario) -> Vec<PreviewEnvironment> {
     Api::<PreviewEnvironment>::namespaced(s.client.clone(), &s.ns)
         .list(&ListParams::default())
@@ -146,14 +136,7 @@ async fn assert_genuine_delivery_works(s: &Scenario, title: &str) {
 
 /// A scenario whose stand-in sends no deliveries itself: the test sends every one.
 async fn quiet_scenario(prefix: &str, args: &[&str]) -> Scenario {
-    let s = Scenario::start_custom(
-        prefix,
-        web_template,
-        |_, _| async {},
-        StandInConfig::default(),
-        args,
-    )
-    .await;
+    let s = Scenario::start_with_args(prefix, args).await;
     s.github.clear_hooks();
     s
 }

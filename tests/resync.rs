@@ -2,35 +2,12 @@
 
 mod support;
 
-use github_standin::{Config as StandInConfig, Method, NewPr};
+use github_standin::Method;
 use support::*;
-
-fn new_pr(title: &str) -> NewPr {
-    NewPr {
-        title: title.to_string(),
-        author: "octocat".to_string(),
-        head_ref: "feature/resync".to_string(),
-        ..Default::default()
-    }
-}
-
-fn head(delivered: &github_standin::Delivered) -> String {
-    delivered.payload["pull_request"]["head"]["sha"]
-        .as_str()
-        .expect("head sha")
-        .to_string()
-}
 
 #[tokio::test]
 async fn resync_repairs_missed_and_reordered_deliveries() {
-    let s = Scenario::start_custom(
-        "t-resync",
-        web_template,
-        |_, _| async {},
-        StandInConfig::default(),
-        &["--resync-interval", "1s"],
-    )
-    .await;
+    let s = Scenario::start_with_args("t-resync", &["--resync-interval", "1s"]).await;
     let (github, repo) = (&s.github, &s.repo);
 
     // Missed deliveries: nothing reaches prenv, the resync finds the pull request anyway.
@@ -41,18 +18,15 @@ async fn resync_repairs_missed_and_reordered_deliveries() {
         .expect("opened");
     assert_eq!(opened.status, 0, "no hook, no delivery");
     let number = opened.payload["number"].as_u64().expect("number");
-    let sha1 = head(&opened);
+    let sha1 = head_sha(&opened);
     s.wait_env(number, "environment from the resync", |e| {
         e.spec.head_sha == sha1
     })
     .await;
     let pushed = github.push(repo, number).await.expect("pushed");
-    let sha2 = head(&pushed);
+    let sha2 = head_sha(&pushed);
     s.wait_env(number, "the pushed head from the resync", |e| {
-        e.status
-            .as_ref()
-            .and_then(|st| st.observed_head_sha.clone())
-            == Some(sha2.clone())
+        observed_head(e) == Some(sha2.as_str())
     })
     .await;
     github.close(repo, number, false).await.expect("closed");

@@ -26,21 +26,6 @@ fn fork_pr(author: &str, association: &str) -> NewPr {
     }
 }
 
-fn head(delivered: &github_standin::Delivered) -> String {
-    delivered.payload["pull_request"]["head"]["sha"]
-        .as_str()
-        .expect("head sha")
-        .to_string()
-}
-
-async fn namespace_exists(client: &Client, name: &str) -> bool {
-    Api::<Namespace>::all(client.clone())
-        .get_opt(name)
-        .await
-        .expect("get namespace")
-        .is_some_and(|ns| ns.metadata.deletion_timestamp.is_none())
-}
-
 async fn deployed_sha(client: &Client, ns: &str) -> Option<String> {
     let cm = Api::<ConfigMap>::namespaced(client.clone(), ns)
         .get_opt("app-config")
@@ -63,7 +48,7 @@ async fn fork_pull_requests_run_only_when_approved_by_a_writer() {
         .expect("opened");
     assert_eq!(opened.status, 200, "{}", opened.body);
     let number = opened.payload["number"].as_u64().expect("number");
-    let sha1 = head(&opened);
+    let sha1 = head_sha(&opened);
     let preview_ns = s.preview_ns(number);
     let env = s
         .wait_env(number, "waiting for approval", |e| {
@@ -134,7 +119,7 @@ async fn fork_pull_requests_run_only_when_approved_by_a_writer() {
 
     // A new push from the fork is not deployed until approved again.
     let pushed = github.push(repo, number).await.expect("pushed");
-    let sha2 = head(&pushed);
+    let sha2 = head_sha(&pushed);
     s.wait_env(number, "the new head awaiting approval", |e| {
         e.spec.head_sha == sha2 && e.spec.awaiting_approval.is_some()
     })
@@ -186,7 +171,7 @@ async fn fork_pull_requests_run_only_when_approved_by_a_writer() {
         .await
         .expect("opened");
     let insider_number = insider.payload["number"].as_u64().expect("number");
-    let insider_sha = head(&insider);
+    let insider_sha = head_sha(&insider);
     wait_for(
         "the member's fork deployed",
         Duration::from_secs(60),

@@ -2,7 +2,7 @@
 //! GitHub stand-in, and `prenv serve` run as a real process.
 #![allow(dead_code)] // each test file uses a different part of the harness
 
-use github_standin::{Config as StandInConfig, StandIn};
+use github_standin::{Config as StandInConfig, NewPr, StandIn};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
@@ -209,9 +209,57 @@ spec:
 "#;
 
 /// Two free loopback ports.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr").port()
+}
+
+/// Wait until the `prenv serve` whose admin port is at `admin_url` answers `/readyz` (its log
+/// at `log` is named when it does not).
+pub async fn wait_ready(admin_url: &str, log: &Path) {
+    let ready = format!("{admin_url}/readyz");
+    let http = reqwest::Client::new();
+    wait_for(
+        &format!("prenv ready (log: {})", log.display()),
+        Duration::from_secs(30),
+        || {
+            let http = http.clone();
+            let ready = ready.clone();
+            async move {
+                let resp = http.get(&ready).send().await.ok()?;
+                resp.status().is_success().then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+/// A same-repository pull request by `octocat` with this title.
+pub fn new_pr(title: &str) -> NewPr {
+    NewPr {
+        title: title.to_string(),
+        author: "octocat".to_string(),
+        head_ref: "feature/checkout".to_string(),
+        base_ref: "main".to_string(),
+        ..Default::default()
+    }
+}
+
+/// The head commit a `pull_request` delivery carried.
+pub fn head_sha(delivered: &github_standin::Delivered) -> String {
+    delivered.payload["pull_request"]["head"]["sha"]
+        .as_str()
+        .expect("delivery has a head sha")
+        .to_string()
+}
+
+/// Whether namespace `name` exists (terminating or not).
+pub async fn namespace_exists(client: &Client, name: &str) -> bool {
+    Api::<Namespace>::all(client.clone())
+        .get_opt(name)
+        .await
+        .expect("get namespace")
+        .is_some()
 }
 
 /// `prenv serve` as a real process, scoped to one namespace.
@@ -286,22 +334,7 @@ impl Prenv {
             .spawn()
             .expect("prenv starts");
         self.child = Some(child);
-        let ready = format!("{}/readyz", self.admin_url());
-        let http = reqwest::Client::new();
-        let log = self.log.clone();
-        wait_for(
-            &format!("prenv ready (log: {})", log.display()),
-            Duration::from_secs(30),
-            || {
-                let http = http.clone();
-                let ready = ready.clone();
-                async move {
-                    let resp = http.get(&ready).send().await.ok()?;
-                    resp.status().is_success().then_some(())
-                }
-            },
-        )
-        .await;
+        wait_ready(&self.admin_url(), &self.log).await;
     }
 
     /// Stop the process (SIGTERM, as Kubernetes would), waiting for it to exit.
@@ -379,6 +412,18 @@ impl Scenario {
         Self::start_custom(prefix, spec, before, StandInConfig::default(), &[]).await
     }
 
+    /// The web template, with prenv started with `args`.
+    pub async fn start_with_args(prefix: &str, args: &[&str]) -> Scenario {
+        Self::start_custom(
+            prefix,
+            web_template,
+            |_, _| async {},
+            StandInConfig::default(),
+            args,
+        )
+        .await
+    }
+
     /// The general form: a stand-in made from `config` and prenv started with `args`.
     pub async fn start_custom<F, Fut>(
         prefix: &str,
@@ -411,6 +456,17 @@ impl Scenario {
             github,
             prenv,
         }
+    }
+
+    /// Open a pull request titled `title` (see [`new_pr`]): its number and head SHA.
+    pub async fn open(&self, title: &str) -> (u64, String) {
+        let opened = self
+            .github
+            .open_pr(&self.repo, new_pr(title))
+            .await
+            .expect("opened");
+        let number = opened.payload["number"].as_u64().expect("number");
+        (number, head_sha(&opened))
     }
 
     /// Name of the environment of pull request `number`.
@@ -480,6 +536,11 @@ pub fn condition(
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_).cloned())
         .unwrap_or_else(|| panic!("no {type_} condition on {:?}", env.status))
+}
+
+/// The head commit the environment last deployed (`status.observedHeadSha`).
+pub fn observed_head(env: &PreviewEnvironment) -> Option<&str> {
+    env.status.as_ref()?.observed_head_sha.as_deref()
 }
 
 pub fn phase(env: &PreviewEnvironment) -> Option<String> {
