@@ -10,6 +10,19 @@ use octocrab::models::{CommentId, StatusState};
 use octocrab::params;
 use serde_json::Value;
 
+/// GET `url` with the test token; the JSON answer.
+async fn get_json(url: String) -> Value {
+    reqwest::Client::new()
+        .get(url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn octocrab_lists_and_gets_pull_requests() {
     let s = standin().await;
@@ -90,15 +103,7 @@ async fn json_shapes_carry_every_field_of_githubs_examples() {
     let s = standin().await;
     s.open_pr(REPO, NewPr::new("Shape")).await.unwrap();
     let http = reqwest::Client::new();
-    let list: Value = http
-        .get(format!("{}repos/acme/shop/pulls", s.url()))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_json(format!("{}repos/acme/shop/pulls", s.url())).await;
     let item = &list[0];
     for k in [
         "url",
@@ -710,15 +715,8 @@ async fn commit_statuses_and_required_contexts() {
         .await
         .unwrap();
 
-    let combined: Value = reqwest::Client::new()
-        .get(format!("{}repos/acme/shop/commits/{sha}/status", s.url()))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let combined: Value =
+        get_json(format!("{}repos/acme/shop/commits/{sha}/status", s.url())).await;
     assert_eq!(combined["state"], "success");
     assert_eq!(combined["total_count"], 1);
 
@@ -952,17 +950,10 @@ async fn private_repositories_hide_from_anonymous_callers() {
     let v: Vec<Value> = r.json().await.unwrap();
     assert_eq!(v[0]["base"]["repo"]["private"], true);
     assert_eq!(v[0]["base"]["repo"]["visibility"], "private");
-    let perm: Value = http
-        .get(format!(
-            "{}repos/acme/shop/collaborators/stranger/permission",
-            s.url()
-        ))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let perm: Value = get_json(format!(
+        "{}repos/acme/shop/collaborators/stranger/permission",
+        s.url()
+    ))
+    .await;
     assert_eq!(perm["permission"], "none");
 }

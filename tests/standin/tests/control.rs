@@ -106,6 +106,19 @@ async fn binary_serves_the_api_and_the_control_api_and_stops_on_sigterm() {
             (status, r.json::<Value>().await.unwrap_or(Value::Null))
         }
     };
+    let get = |p: &str| {
+        let http = http.clone();
+        let u = ctl(p);
+        async move {
+            http.get(u)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
     assert_eq!(post("repos/acme/shop/pulls/1/push", json!({})).await.0, 200);
     let sha = "cd".repeat(20);
     let (st, v) = post("repos/acme/shop/pulls/1/push", json!({"sha": sha})).await;
@@ -205,14 +218,7 @@ async fn binary_serves_the_api_and_the_control_api_and_stops_on_sigterm() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["login"], "carol");
 
-    let comments: Value = http
-        .get(ctl("repos/acme/shop/pulls/1/comments"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let comments: Value = get("repos/acme/shop/pulls/1/comments").await;
     let logins: Vec<&str> = comments
         .as_array()
         .unwrap()
@@ -220,25 +226,11 @@ async fn binary_serves_the_api_and_the_control_api_and_stops_on_sigterm() {
         .map(|c| c["login"].as_str().unwrap())
         .collect();
     assert_eq!(logins, vec!["prenv-bot", "bob"]);
-    let pr: Value = http
-        .get(ctl("repos/acme/shop/pulls/1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let pr: Value = get("repos/acme/shop/pulls/1").await;
     assert_eq!(pr["title"], "Demo 2");
     assert_eq!(pr["state"], "closed");
 
-    let deliveries: Value = http
-        .get(ctl("deliveries"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let deliveries: Value = get("deliveries").await;
     let deliveries = deliveries.as_array().unwrap();
     let first_id = deliveries[0]["id"].as_str().unwrap().to_string();
     assert_eq!(deliveries[0]["event"], "pull_request");
@@ -247,14 +239,7 @@ async fn binary_serves_the_api_and_the_control_api_and_stops_on_sigterm() {
     let (st, v) = post(&format!("deliveries/{first_id}/redeliver"), json!({})).await;
     assert_eq!(st, 200);
     assert_eq!(v["id"], first_id.as_str());
-    let requests: Value = http
-        .get(ctl("requests"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let requests: Value = get("requests").await;
     let requests = requests.as_array().unwrap();
     assert!(
         requests
