@@ -196,14 +196,7 @@ impl Shared {
         }
         match out {
             Some(out) => self.deliver(out).await,
-            None => Delivered {
-                id: String::new(),
-                status: 0,
-                body: String::new(),
-                event: "pull_request".to_string(),
-                payload: Value::Null,
-                body_bytes: Vec::new(),
-            },
+            None => Delivered::nowhere(String::new(), "pull_request", Value::Null, Vec::new()),
         }
     }
 
@@ -226,24 +219,22 @@ impl Shared {
                 )
                 .await;
             if first.is_none() {
-                first = Some(Delivered {
-                    id: d.id.clone(),
-                    status: d.status,
-                    body: d.error.clone().unwrap_or_else(|| d.response_body.clone()),
-                    event: out.event.to_string(),
-                    payload: out.payload.clone(),
-                    body_bytes: body.clone(),
-                });
+                first = Some(Delivered::of(
+                    &d,
+                    out.event,
+                    out.payload.clone(),
+                    body.clone(),
+                ));
             }
             self.lock().deliveries.push(d);
         }
-        first.unwrap_or_else(|| Delivered {
-            id: uuid::Uuid::new_v4().to_string(),
-            status: 0,
-            body: String::new(),
-            event: out.event.to_string(),
-            payload: out.payload,
-            body_bytes: body,
+        first.unwrap_or_else(|| {
+            Delivered::nowhere(
+                uuid::Uuid::new_v4().to_string(),
+                out.event,
+                out.payload,
+                body,
+            )
         })
     }
 
@@ -261,24 +252,17 @@ impl Shared {
                 .send(hook, &id, out.event, None, &body, out.target_id, false)
                 .await;
             if first.is_none() {
-                first = Some(Delivered {
-                    id: d.id.clone(),
-                    status: d.status,
-                    body: d.error.clone().unwrap_or_else(|| d.response_body.clone()),
-                    event: "ping".to_string(),
-                    payload: out.payload,
-                    body_bytes: body.clone(),
-                });
+                first = Some(Delivered::of(&d, "ping", out.payload, body.clone()));
             }
             self.lock().deliveries.push(d);
         }
-        first.unwrap_or_else(|| Delivered {
-            id: uuid::Uuid::new_v4().to_string(),
-            status: 0,
-            body: String::new(),
-            event: "ping".to_string(),
-            payload: Value::Null,
-            body_bytes: Vec::new(),
+        first.unwrap_or_else(|| {
+            Delivered::nowhere(
+                uuid::Uuid::new_v4().to_string(),
+                "ping",
+                Value::Null,
+                Vec::new(),
+            )
         })
     }
 
@@ -325,14 +309,7 @@ impl Shared {
                 true,
             )
             .await;
-        let delivered = Delivered {
-            id: d.id.clone(),
-            status: d.status,
-            body: d.error.clone().unwrap_or_else(|| d.response_body.clone()),
-            event: orig.event.clone(),
-            payload: orig.payload(),
-            body_bytes: orig.body.clone(),
-        };
+        let delivered = Delivered::of(&d, &orig.event, orig.payload(), orig.body.clone());
         self.lock().deliveries.push(d);
         Ok(delivered)
     }
@@ -428,4 +405,30 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = inner.source();
     }
     s
+}
+
+impl Delivered {
+    /// What the first hook made of delivery `d` (its answer, or the connection error).
+    fn of(d: &Delivery, event: &str, payload: Value, body_bytes: Vec<u8>) -> Self {
+        Delivered {
+            id: d.id.clone(),
+            status: d.status,
+            body: d.error.clone().unwrap_or_else(|| d.response_body.clone()),
+            event: event.to_string(),
+            payload,
+            body_bytes,
+        }
+    }
+
+    /// An event no hook answered (none is registered): status 0.
+    fn nowhere(id: String, event: &str, payload: Value, body_bytes: Vec<u8>) -> Self {
+        Delivered {
+            id,
+            status: 0,
+            body: String::new(),
+            event: event.to_string(),
+            payload,
+            body_bytes,
+        }
+    }
 }
