@@ -113,6 +113,15 @@ pub struct Trust {
     pub secrets_for_forks: bool,
 }
 
+impl Trust {
+    /// Whether GitHub's author association `association` (`MEMBER`, ...) is trusted.
+    pub fn trusts_association(&self, association: &str) -> bool {
+        self.associations
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(association))
+    }
+}
+
 impl Default for Trust {
     fn default() -> Self {
         Self {

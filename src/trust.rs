@@ -36,9 +36,7 @@ pub fn offline_verdict(trust: &TrustSpec, facts: &PreviewEnvironmentSpec) -> Opt
         return Some(Verdict::Trusted);
     }
     trust
-        .associations
-        .iter()
-        .any(|a| a.eq_ignore_ascii_case(&facts.author_association))
+        .trusts_association(&facts.author_association)
         .then_some(Verdict::Trusted)
 }
 
@@ -130,10 +128,7 @@ impl TrustChecker {
         user: &str,
         association: &str,
     ) -> bool {
-        trust
-            .associations
-            .iter()
-            .any(|a| a.eq_ignore_ascii_case(association))
+        trust.trusts_association(association)
             || self.can_write(repository, user).await == Some(true)
     }
 
