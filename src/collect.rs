@@ -7,10 +7,11 @@ use crate::model::{Phase, PreviewEnvironment};
 use crate::naming;
 use crate::reconcile::{Context, ReconcileError, apply, status};
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, Client, ResourceExt};
+use std::collections::BTreeMap;
 
 pub async fn teardown(env: &PreviewEnvironment, ctx: &Context) -> Result<Action, ReconcileError> {
     let namespace = env.namespace().ok_or(ReconcileError::NoNamespace)?;
@@ -84,7 +85,8 @@ pub async fn sweep_orphans(
         naming::MANAGED_BY_LABEL,
         naming::MANAGED_BY_VALUE
     ));
-    let mut deleted = Vec::new();
+    // The live (not yet terminating) preview namespaces of each environment they name.
+    let mut by_environment: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     for ns in namespaces.list(&managed).await? {
         if ns.metadata.deletion_timestamp.is_some() {
             continue;
@@ -99,19 +101,20 @@ pub async fn sweep_orphans(
         {
             continue;
         }
+        by_environment
+            .entry((env_namespace, env_name))
+            .or_default()
+            .push(ns.name_any());
+    }
+    let mut deleted = Vec::new();
+    for ((env_namespace, env_name), names) in by_environment {
         let environments: Api<PreviewEnvironment> = Api::namespaced(client.clone(), &env_namespace);
         if environments.get_opt(&env_name).await?.is_some() {
             continue;
         }
-        let name = ns.name_any();
-        match namespaces.delete(&name, &DeleteParams::background()).await {
-            Ok(_) => {}
-            // Someone else got there first.
-            Err(kube::Error::Api(e)) if e.code == 404 => continue,
-            Err(e) => return Err(e),
-        }
-        tracing::info!(namespace = %name, environment = %format!("{env_namespace}/{env_name}"), "deleted orphaned preview namespace");
-        deleted.push(name);
+        apply::delete_namespaces(client, &env_namespace, &env_name, None).await?;
+        tracing::info!(namespaces = ?names, environment = %format!("{env_namespace}/{env_name}"), "deleted orphaned preview namespaces");
+        deleted.extend(names);
     }
     Ok(deleted)
 }
