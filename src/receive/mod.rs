@@ -240,6 +240,29 @@ async fn claim(receiver: &Receiver, delivery: &str) -> Result<(), Reply> {
     Ok(())
 }
 
+/// A claimed delivery that could not be carried out everywhere: 503, and the claim is
+/// released so that GitHub's redelivery is acted on.
+fn unclaim(
+    receiver: &Receiver,
+    delivery: &str,
+    error: &str,
+    failed: Vec<serde_json::Value>,
+    environments: serde_json::Value,
+) -> Reply {
+    receiver.seen.invalidate(delivery);
+    Reply(
+        StatusCode::SERVICE_UNAVAILABLE,
+        json!({"error": error, "failed": failed, "environments": environments}),
+    )
+}
+
+fn not_served(repository: &str) -> Reply {
+    Reply(
+        StatusCode::ACCEPTED,
+        json!({"result": "ignored", "reason": format!("no PreviewTemplate serves {repository}")}),
+    )
+}
+
 /// A `/preview` command in a pull request comment. Acknowledged on the comment with a
 /// reaction: 👍 carried out, 👎 not allowed, 😕 not understood or nothing to act on.
 async fn handle_issue_comment(receiver: &Receiver, delivery: &str, body: &[u8]) -> Reply {
@@ -259,10 +282,7 @@ async fn handle_issue_comment(receiver: &Receiver, delivery: &str, body: &[u8]) 
     }
     let templates = receiver.serving(&command.repository);
     if templates.is_empty() {
-        return Reply(
-            StatusCode::ACCEPTED,
-            json!({"result": "ignored", "reason": format!("no PreviewTemplate serves {}", command.repository)}),
-        );
+        return not_served(&command.repository);
     }
     let trust = receiver.intake.trust();
     if let Command::Unknown(word) = &command.command {
@@ -303,10 +323,12 @@ async fn handle_issue_comment(receiver: &Receiver, delivery: &str, body: &[u8]) 
         }
     }
     if !failed.is_empty() {
-        receiver.seen.invalidate(delivery);
-        return Reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({"error": "could not reach every environment", "failed": failed, "environments": redeploying}),
+        return unclaim(
+            receiver,
+            delivery,
+            "could not reach every environment",
+            failed,
+            json!(redeploying),
         );
     }
     tracing::info!(login = %command.login, environments = ?redeploying, denied = ?denied, "redeploy command");
@@ -397,17 +419,16 @@ async fn handle_pull_request(
         }
     }
     if !failed.is_empty() {
-        receiver.seen.invalidate(delivery);
-        return Reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({"error": "could not write every environment", "failed": failed, "environments": outcomes}),
+        return unclaim(
+            receiver,
+            delivery,
+            "could not write every environment",
+            failed,
+            json!(outcomes),
         );
     }
     if outcomes.is_empty() {
-        return Reply(
-            StatusCode::ACCEPTED,
-            json!({"result": "ignored", "reason": format!("no PreviewTemplate serves {repository}")}),
-        );
+        return not_served(&repository);
     }
     Reply(
         StatusCode::OK,
