@@ -102,7 +102,6 @@ async fn octocrab_lists_and_gets_pull_requests() {
 async fn json_shapes_carry_every_field_of_githubs_examples() {
     let s = standin().await;
     s.open_pr(REPO, NewPr::new("Shape")).await.unwrap();
-    let http = reqwest::Client::new();
     let list: Value = get_json(format!("{}repos/acme/shop/pulls", s.url())).await;
     let item = &list[0];
     for k in [
