@@ -40,6 +40,38 @@ impl Leadership {
         let _ = self.0.wait_for(|l| !*l).await;
     }
 
+    /// Run `pass` while this replica leads: at once each time it gains the lease (a new leader
+    /// should not wait a whole interval to catch up), then every `interval` until it loses it.
+    pub async fn every_interval<F, Fut>(
+        mut self,
+        interval: std::time::Duration,
+        shutdown: &CancellationToken,
+        mut pass: F,
+    ) where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                acquired = self.acquired() => if !acquired { return },
+            }
+            pass().await;
+            let mut watch = self.0.clone();
+            let lost = async move {
+                // A closed channel (election over) is no loss: wait out the interval.
+                if watch.wait_for(|l| !*l).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+                _ = lost => {}
+            }
+        }
+    }
+
     /// Every change, for metrics and logs.
     pub async fn changed(&mut self) -> Option<bool> {
         self.0.changed().await.ok()?;

@@ -137,6 +137,19 @@ impl Metrics {
             "1 while this replica holds the leader lease",
             leader.clone(),
         );
+        // Known outcomes start at zero, so their series (and the families the dashboard
+        // queries) exist before the first event and `rate()` sees the first increase.
+        let results = |family: &Family<ResultLabels, Counter>, results: &[&str]| {
+            for result in results {
+                // Creating the series is the point; the guard is dropped at once.
+                let _ = family.get_or_create(&ResultLabels {
+                    result: result.to_string(),
+                });
+            }
+        };
+        results(&reconciles, &["success", "error"]);
+        results(&feedback, &["success", "retry", "failed"]);
+        results(&resync_runs, &["success", "error"]);
         Self {
             registry: Mutex::new(registry),
             environments,
@@ -272,5 +285,18 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn outcome_counters_exist_at_zero_before_anything_happens() {
+        let text = Metrics::new().encode();
+        for series in [
+            r#"prenv_reconciles_total{result="error"} 0"#,
+            r#"prenv_github_feedback_total{result="failed"} 0"#,
+            r#"prenv_resync_runs_total{result="success"} 0"#,
+            r#"prenv_resync_runs_total{result="error"} 0"#,
+        ] {
+            assert!(text.contains(series), "{series} missing from\n{text}");
+        }
     }
 }

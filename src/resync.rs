@@ -55,20 +55,19 @@ struct Cache {
 }
 
 impl Resync {
-    /// Run until `shutdown`: a pass at start-up (after the template cache is ready), then one
-    /// every interval.
+    /// Run until `shutdown`: once the template cache is ready, a pass as soon as this replica
+    /// leads, then one every interval while it does.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut caches: HashMap<String, Cache> = HashMap::new();
+        let caches = tokio::sync::Mutex::new(HashMap::<String, Cache>::new());
         if self.ready.clone().wait_for(|r| *r).await.is_err() {
             return;
         }
-        loop {
-            self.pass(&mut caches).await;
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(self.interval) => {}
-            }
-        }
+        self.leadership
+            .clone()
+            .every_interval(self.interval, &shutdown, || async {
+                self.pass(&mut *caches.lock().await).await;
+            })
+            .await;
     }
 
     async fn pass(&self, caches: &mut HashMap<String, Cache>) {

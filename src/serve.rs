@@ -260,29 +260,23 @@ async fn lead(ctx: Arc<Context>, mut leadership: Leadership, shutdown: Cancellat
 }
 
 /// Sweep orphaned preview namespaces every `interval` while this replica leads (the first
-/// sweep right away); a failed sweep is logged and the next one tries again.
+/// sweep as soon as it leads); a failed sweep is logged and the next one tries again.
 async fn sweep_orphans(
     client: Client,
     scope: Option<String>,
     interval: Duration,
-    mut leadership: Leadership,
+    leadership: Leadership,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            acquired = leadership.acquired() => if !acquired { return },
-        }
-        match collect::sweep_orphans(&client, scope.as_deref()).await {
-            Ok(deleted) => deleted.iter().for_each(|_| metrics.orphan_deleted()),
-            Err(e) => tracing::warn!(error = %e, "orphan sweep failed; the next one retries"),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-    }
+    leadership
+        .every_interval(interval, &shutdown, || async {
+            match collect::sweep_orphans(&client, scope.as_deref()).await {
+                Ok(deleted) => deleted.iter().for_each(|_| metrics.orphan_deleted()),
+                Err(e) => tracing::warn!(error = %e, "orphan sweep failed; the next one retries"),
+            }
+        })
+        .await;
 }
 
 fn watch_leadership(mut leadership: Leadership, metrics: Arc<Metrics>) {

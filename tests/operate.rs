@@ -65,8 +65,15 @@ async fn one_replica_leads_and_the_other_takes_over() {
     .await;
     let mut follower = Prenv::start_with(&s.ns, &s.github, &["--instance", "replica-b"]).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let follower_metrics = metrics_text(&follower).await;
+    assert_eq!(sample(&follower_metrics, "prenv_leader", &[]), Some(0.0));
+    // A follower leaves the resync (GitHub's rate limit) to the leader.
     assert_eq!(
-        sample(&metrics_text(&follower).await, "prenv_leader", &[]),
+        sample(
+            &follower_metrics,
+            "prenv_resync_runs_total",
+            &[("result", "success")]
+        ),
         Some(0.0)
     );
 
@@ -101,6 +108,14 @@ async fn one_replica_leads_and_the_other_takes_over() {
     .await;
     let took_over = stopped.elapsed();
     assert!(took_over <= Duration::from_secs(15), "{took_over:?}");
+    // The new leader catches up with GitHub at once rather than a resync interval (5 min)
+    // after it started.
+    wait_for("replica-b resyncs", Duration::from_secs(10), || async {
+        let text = metrics_text(&follower).await;
+        (sample(&text, "prenv_resync_runs_total", &[("result", "success")]) >= Some(1.0))
+            .then_some(())
+    })
+    .await;
     let pushed = s.github.push(&s.repo, number).await.expect("pushed");
     let sha = head_sha(&pushed);
     s.wait_env(number, "the new head deployed by the new leader", |e| {
@@ -173,8 +188,8 @@ async fn metrics_count_reconciles_and_environments() {
     assert!(sample(&after, "prenv_webhook_duration_seconds_count", &[]).unwrap_or(0.0) >= 1.0);
     assert!(sample(&after, "prenv_github_rate_limit_remaining", &[]).is_some_and(|v| v > 0.0));
 
-    // The Grafana dashboard only queries metrics prenv exposes. (A labelled family shows up
-    // with its first sample, so give the feedback pass and the resync time to count.)
+    // The Grafana dashboard only queries metrics prenv exposes. (A labelled family without
+    // zero-initialised series shows up with its first sample, so give traffic time to count.)
     let dashboard = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana-dashboard.json"),
     )
