@@ -529,7 +529,7 @@ async fn pipeline(
         && !fresh_redeploy(env, old)
     {
         let reason = format!(
-            "expired: nothing new was deployed for {ttl} after {}; push a commit to deploy it again",
+            "expired: nothing new was deployed for {ttl} after {}; push a commit or comment `/preview redeploy` to deploy it again",
             deployable.chars().take(7).collect::<String>()
         );
         let idle = old.observed_head_sha.as_deref() == Some(deployable)

@@ -103,6 +103,13 @@ pub fn render(f: &CommentFacts) -> String {
         }
         Stage::Deploying | Stage::Ready => {}
     }
+    if matches!(
+        f.stage,
+        Stage::Ready | Stage::Failed { .. } | Stage::Expired { .. }
+    ) {
+        // The one place a PR author learns the command exists.
+        out.push_str("\n<sub>Comment `/preview redeploy` to deploy this head again.</sub>\n");
+    }
     out
 }
 
@@ -194,6 +201,27 @@ mod tests {
             reason: "queued: held by #1".into(),
         }));
         assert!(text.contains(r"held by \#1"), "{text}");
+    }
+
+    #[test]
+    fn the_redeploy_command_is_offered_where_it_helps() {
+        let reason = || "x".to_string();
+        for (stage, offered) in [
+            (Stage::Ready, true),
+            (Stage::Failed { reason: reason() }, true),
+            (Stage::Expired { reason: reason() }, true),
+            (Stage::Deploying, false),
+            (Stage::Waiting { reason: reason() }, false),
+            (Stage::Queued { reason: reason() }, false),
+            (Stage::TornDown, false),
+        ] {
+            let text = render(&facts(stage.clone()));
+            assert_eq!(
+                text.contains("`/preview redeploy`"),
+                offered,
+                "{stage:?}: {text}"
+            );
+        }
     }
 
     #[test]
