@@ -196,8 +196,12 @@ fn scratch() -> &'static Path {
 }
 
 fn helm(args: &[&str]) -> String {
-    let out = run(&tools().join("helm"), args, None);
-    let (stdout, stderr) = text(&out);
+    succeeded(&run(&tools().join("helm"), args, None), args)
+}
+
+/// The stdout of a `helm <args>` run that must have succeeded.
+fn succeeded(out: &Output, args: &[&str]) -> String {
+    let (stdout, stderr) = text(out);
     assert!(
         out.status.success(),
         "helm {} failed:\n{stderr}\n{stdout}",
@@ -226,28 +230,22 @@ fn kubectl_ok(args: &[&str], stdin: Option<&str>) -> String {
     stdout
 }
 
-/// `values` (YAML) in a file, for `--values`.
-fn values_file(values: &str) -> tempfile::NamedTempFile {
+/// `helm <args> --values <file holding values (YAML)>`; the caller judges the outcome.
+fn helm_with_values(args: &[&str], values: &str) -> Output {
     let mut file = tempfile::NamedTempFile::new().expect("values file");
     file.write_all(values.as_bytes()).expect("values written");
-    file
+    let path = file.path().display().to_string();
+    let mut args = args.to_vec();
+    args.extend(["--values", path.as_str()]);
+    run(&tools().join("helm"), &args, None)
 }
 
 /// `helm template` of the chart with `values` (YAML) as release `release` in `namespace`.
 fn render(release: &str, namespace: &str, values: &str, extra: &[&str]) -> String {
-    let file = values_file(values);
-    let path = file.path().display().to_string();
-    let mut args = vec![
-        "template",
-        release,
-        CHART,
-        "--namespace",
-        namespace,
-        "--values",
-        &path,
-    ];
+    let mut args = vec!["template", release, CHART, "--namespace", namespace];
     args.extend_from_slice(extra);
-    helm(&args)
+    let out = helm_with_values(&args, values);
+    succeeded(&out, &args)
 }
 
 /// Every YAML document in `yaml` (empty ones left out).
@@ -327,13 +325,7 @@ impl Drop for Cleanup {
 fn chart_lints_strict() {
     helm(&["lint", "--strict", CHART]);
     for (name, values) in VARIANTS {
-        let file = values_file(values);
-        let path = file.path().display().to_string();
-        let out = run(
-            &tools().join("helm"),
-            &["lint", "--strict", CHART, "--values", &path],
-            None,
-        );
+        let out = helm_with_values(&["lint", "--strict", CHART], values);
         let (stdout, stderr) = text(&out);
         assert!(
             out.status.success(),
@@ -671,13 +663,7 @@ fn chart_refuses_bad_values() {
         ("githubb: {token: x}", "githubb"),
     ];
     for (values, message) in cases {
-        let file = values_file(values);
-        let path = file.path().display().to_string();
-        let out = run(
-            &tools().join("helm"),
-            &["template", "prenv", CHART, "--values", &path],
-            None,
-        );
+        let out = helm_with_values(&["template", "prenv", CHART], values);
         let (_, stderr) = text(&out);
         assert!(!out.status.success(), "{values} rendered");
         assert!(stderr.contains(message), "{values}: {stderr}");

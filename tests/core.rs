@@ -541,14 +541,8 @@ async fn an_idle_preview_expires_and_a_push_brings_it_back() {
         || async { (!namespace_exists(&s.client, &s.preview_ns(number)).await).then_some(()) },
     )
     .await;
-    wait_for("the PR told", Duration::from_secs(30), || async {
-        s.github
-            .comments(&s.repo, number)
-            .iter()
-            .any(|c| c.login == BOT && c.body.contains("Expired"))
-            .then_some(())
-    })
-    .await;
+    s.wait_bot_comment(number, "the PR told", |body| body.contains("Expired"))
+        .await;
 
     // A push deploys it again.
     let pushed = s.github.push(&s.repo, number).await.expect("pushed");
@@ -608,14 +602,8 @@ async fn beyond_the_cap_a_preview_queues_until_a_slot_frees_up() {
             .then_some(())
     })
     .await;
-    wait_for("the PR told", Duration::from_secs(30), || async {
-        s.github
-            .comments(&s.repo, second)
-            .iter()
-            .any(|c| c.login == BOT && c.body.contains("Queued"))
-            .then_some(())
-    })
-    .await;
+    s.wait_bot_comment(second, "the PR told", |body| body.contains("Queued"))
+        .await;
     // The first is untouched by the second's wait.
     assert!(namespace_exists(&s.client, &s.preview_ns(first)).await);
 

@@ -79,14 +79,9 @@ async fn comment_deployment_and_status_follow_the_pull_request_across_restarts()
         .expect("opened");
     let number = opened.payload["number"].as_u64().expect("number");
     let sha1 = head_sha(&opened);
-    s.wait_env(number, "deploying", |e| {
-        phase(e).as_deref() == Some("Deploying")
-    })
-    .await;
+    s.wait_phase(number, "Deploying").await;
     make_pods_ready(&client, &s.preview_ns(number)).await;
-    let env = s
-        .wait_env(number, "ready", |e| phase(e).as_deref() == Some("Ready"))
-        .await;
+    let env = s.wait_phase(number, "Ready").await;
     let url = env
         .status
         .as_ref()
@@ -273,13 +268,9 @@ async fn failures_are_retried_as_github_asks_and_never_hold_up_kubernetes() {
         .expect("opened");
     let number = opened.payload["number"].as_u64().expect("number");
     // Kubernetes goes ahead while GitHub is failing.
-    s.wait_env(number, "deploying", |e| {
-        phase(e).as_deref() == Some("Deploying")
-    })
-    .await;
+    s.wait_phase(number, "Deploying").await;
     make_pods_ready(client, &s.preview_ns(number)).await;
-    s.wait_env(number, "ready", |e| phase(e).as_deref() == Some("Ready"))
-        .await;
+    s.wait_phase(number, "Ready").await;
     // Ready came while GitHub still refused the comment: Kubernetes did not wait for GitHub.
     let accepted = github
         .requests()

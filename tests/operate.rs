@@ -87,10 +87,7 @@ async fn one_replica_leads_and_the_other_takes_over() {
         .expect("opened");
     assert_eq!(opened.status, 200, "{}", opened.body);
     let number = opened.payload["number"].as_u64().expect("number");
-    s.wait_env(number, "deploying", |e| {
-        phase(e).as_deref() == Some("Deploying")
-    })
-    .await;
+    s.wait_phase(number, "Deploying").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         event_reporters(&s.client, &s.ns).await,
@@ -147,10 +144,7 @@ async fn metrics_count_reconciles_and_environments() {
         .await
         .expect("opened");
     let number = opened.payload["number"].as_u64().expect("number");
-    s.wait_env(number, "deploying", |e| {
-        phase(e).as_deref() == Some("Deploying")
-    })
-    .await;
+    s.wait_phase(number, "Deploying").await;
     let template = format!("{}/{}", s.ns, s.template);
     let after = wait_for("metrics to move", Duration::from_secs(30), || async {
         let text = metrics_text(&s.prenv).await;
@@ -283,10 +277,7 @@ async fn status_page_lists_environments_escaped_in_a_real_browser() {
         .await
         .expect("opened");
     let number = opened.payload["number"].as_u64().expect("number");
-    s.wait_env(number, "deploying", |e| {
-        phase(e).as_deref() == Some("Deploying")
-    })
-    .await;
+    s.wait_phase(number, "Deploying").await;
     let index_url = format!("http://127.0.0.1:{}/", s.prenv.port);
     // The page is served from a cache that follows the cluster.
     let html = wait_for(

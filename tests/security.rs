@@ -34,6 +34,14 @@ async fn deployed_sha(client: &Client, ns: &str) -> Option<String> {
     cm.data?.get("HEAD_SHA").cloned()
 }
 
+/// Wait until the preview in `ns` runs `sha`.
+async fn wait_deployed(client: &Client, ns: &str, sha: &str, what: &str) {
+    wait_for(what, Duration::from_secs(60), || async {
+        (deployed_sha(client, ns).await.as_deref() == Some(sha)).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn fork_pull_requests_run_only_when_approved_by_a_writer() {
     let s = Scenario::start("t-trust", web_template).await;
@@ -56,19 +64,9 @@ async fn fork_pull_requests_run_only_when_approved_by_a_writer() {
         })
         .await;
     assert_eq!(condition(&env, "Approved").reason, "AwaitingApproval");
-    wait_for(
-        "the explanatory comment",
-        Duration::from_secs(30),
-        || async {
-            github
-                .comments(repo, number)
-                .iter()
-                .any(|c| {
-                    c.login == BOT && c.body.contains("Not deployed") && c.body.contains(APPROVE)
-                })
-                .then_some(())
-        },
-    )
+    s.wait_bot_comment(number, "the explanatory comment", |body| {
+        body.contains("Not deployed") && body.contains(APPROVE)
+    })
     .await;
     assert!(!namespace_exists(client, &preview_ns).await);
 
@@ -97,15 +95,7 @@ async fn fork_pull_requests_run_only_when_approved_by_a_writer() {
         .add_label(repo, number, APPROVE, "maintainer")
         .await
         .expect("labeled");
-    wait_for(
-        "deployed after approval",
-        Duration::from_secs(60),
-        || async {
-            (deployed_sha(client, &preview_ns).await.as_deref() == Some(sha1.as_str()))
-                .then_some(())
-        },
-    )
-    .await;
+    wait_deployed(client, &preview_ns, &sha1, "deployed after approval").await;
     let env = s
         .wait_env(number, "approved", |e| {
             e.status.as_ref().is_some_and(|st| {
@@ -124,17 +114,9 @@ async fn fork_pull_requests_run_only_when_approved_by_a_writer() {
         e.spec.head_sha == sha2 && e.spec.awaiting_approval.is_some()
     })
     .await;
-    wait_for(
-        "the comment saying the new head waits",
-        Duration::from_secs(30),
-        || async {
-            github
-                .comments(repo, number)
-                .iter()
-                .any(|c| c.login == BOT && c.body.contains("New commits since maintainer approved"))
-                .then_some(())
-        },
-    )
+    s.wait_bot_comment(number, "the comment saying the new head waits", |body| {
+        body.contains("New commits since maintainer approved")
+    })
     .await;
     assert_eq!(
         deployed_sha(client, &preview_ns).await.as_deref(),
@@ -154,13 +136,11 @@ async fn fork_pull_requests_run_only_when_approved_by_a_writer() {
         .add_label(repo, number, APPROVE, "maintainer")
         .await
         .expect("labeled");
-    wait_for(
+    wait_deployed(
+        client,
+        &preview_ns,
+        &sha2,
         "the new head deployed after re-approval",
-        Duration::from_secs(60),
-        || async {
-            (deployed_sha(client, &preview_ns).await.as_deref() == Some(sha2.as_str()))
-                .then_some(())
-        },
     )
     .await;
 
@@ -172,13 +152,11 @@ async fn fork_pull_requests_run_only_when_approved_by_a_writer() {
         .expect("opened");
     let insider_number = insider.payload["number"].as_u64().expect("number");
     let insider_sha = head_sha(&insider);
-    wait_for(
+    wait_deployed(
+        client,
+        &s.preview_ns(insider_number),
+        &insider_sha,
         "the member's fork deployed",
-        Duration::from_secs(60),
-        || async {
-            (deployed_sha(client, &s.preview_ns(insider_number)).await == Some(insider_sha.clone()))
-                .then_some(())
-        },
     )
     .await;
 
@@ -197,10 +175,7 @@ async fn every_preview_namespace_is_fenced() {
         .expect("opened");
     let number = opened.payload["number"].as_u64().expect("number");
     let ns = s.preview_ns(number);
-    s.wait_env(number, "deploying", |e| {
-        phase(e).as_deref() == Some("Deploying")
-    })
-    .await;
+    s.wait_phase(number, "Deploying").await;
 
     let namespace = Api::<Namespace>::all(client.clone())
         .get(&ns)
@@ -404,8 +379,7 @@ async fn secrets_are_copied_but_never_into_a_fork_preview() {
         .expect("opened");
     let fork_number = fork.payload["number"].as_u64().expect("number");
     for n in [own_number, fork_number] {
-        s.wait_env(n, "deploying", |e| phase(e).as_deref() == Some("Deploying"))
-            .await;
+        s.wait_phase(n, "Deploying").await;
     }
     let copied = Api::<Secret>::namespaced(client.clone(), &s.preview_ns(own_number))
         .get("registry-creds")

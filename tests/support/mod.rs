@@ -488,6 +488,26 @@ impl Scenario {
         wait_environment(&self.client, &self.ns, &self.env_name(number), what, pred).await
     }
 
+    /// Wait until the environment of pull request `number` is in `phase` (e.g. `"Ready"`).
+    pub async fn wait_phase(&self, number: u64, phase_name: &str) -> PreviewEnvironment {
+        self.wait_env(number, phase_name, |e| {
+            phase(e).as_deref() == Some(phase_name)
+        })
+        .await
+    }
+
+    /// Wait until prenv's own comment on pull request `number` satisfies `pred`.
+    pub async fn wait_bot_comment(&self, number: u64, what: &str, pred: impl Fn(&str) -> bool) {
+        wait_for(what, Duration::from_secs(30), || async {
+            self.github
+                .comments(&self.repo, number)
+                .iter()
+                .any(|c| c.login == BOT && pred(&c.body))
+                .then_some(())
+        })
+        .await;
+    }
+
     pub async fn wait_env_gone(&self, number: u64) {
         let name = self.env_name(number);
         wait_for("environment deleted", Duration::from_secs(60), || async {
