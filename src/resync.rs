@@ -58,6 +58,8 @@ impl Resync {
     /// Run until `shutdown`: once the template cache is ready, a pass as soon as this replica
     /// leads, then one every interval while it does.
     pub async fn run(self, shutdown: CancellationToken) {
+        // Behind an (uncontended) lock: each pass is a fresh future borrowing the caches, and
+        // an `async ||` closure, which could borrow them mutably, is not `Send` for tokio::spawn.
         let caches = tokio::sync::Mutex::new(HashMap::<String, Cache>::new());
         if self.ready.clone().wait_for(|r| *r).await.is_err() {
             return;
