@@ -52,7 +52,7 @@ as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 ensure_packages() {
   local missing=() p
   for p in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) == *'install ok installed'* ]] || missing+=("$p")
   done
   [[ ${#missing[@]} -eq 0 ]] && return 0
   log "installing Debian packages: ${missing[*]}"
@@ -94,12 +94,17 @@ cmd_up() {
   local bindir
   bindir=$(ensure_binaries)
   printf '%s\n' "$dir" >"$CURRENT"
-  start_all "$dir" "$bindir" || {
+  local try
+  for try in 1 2; do
+    start_all "$dir" "$bindir" && break
     show_logs "$dir"
     teardown "$dir"
-    rm -f "$CURRENT"
-    die "the cluster in $dir did not come up (logs above)"
-  }
+    if [[ $try -eq 2 ]]; then
+      rm -f "$CURRENT"
+      die "the cluster in $dir did not come up (logs above)"
+    fi
+    log "the cluster did not come up (logs above); trying once more"
+  done
   printf '%s\n' "$dir/kubeconfig"
 }
 

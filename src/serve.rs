@@ -72,6 +72,32 @@ pub enum ServeError {
     Http(#[source] std::io::Error),
 }
 
+/// The oldest Kubernetes release prenv supports: the oldest its client library covers
+/// (k8s-openapi 0.29, feature `earliest`); the chart's `kubeVersion` says the same.
+pub const OLDEST_SUPPORTED_KUBERNETES: (u64, u64) = (1, 33);
+
+/// Whether an API server reporting `major`.`minor` (as `/version` spells them: `"1"`, `"37"`,
+/// sometimes `"37+"`) is one prenv supports. Unknown spellings are given the benefit of doubt.
+pub fn supported_kubernetes(major: &str, minor: &str) -> bool {
+    let number = |s: &str| s.trim_end_matches('+').parse::<u64>().ok();
+    match (number(major), number(minor)) {
+        (Some(major), Some(minor)) => (major, minor) >= OLDEST_SUPPORTED_KUBERNETES,
+        _ => true,
+    }
+}
+
+/// Say loudly when the API server is older than prenv supports (it still tries).
+async fn warn_if_unsupported(client: &Client) {
+    match client.apiserver_version().await {
+        Ok(info) if !supported_kubernetes(&info.major, &info.minor) => tracing::warn!(
+            server = %info.git_version,
+            "this Kubernetes is older than prenv supports (1.33 and newer)"
+        ),
+        Ok(info) => tracing::info!(server = %info.git_version, "Kubernetes API server"),
+        Err(e) => tracing::warn!(error = %e, "could not read the API server's version"),
+    }
+}
+
 /// Run until SIGTERM/SIGINT (or `shutdown` is cancelled): stop taking deliveries, let the
 /// controller finish in-flight reconciles, release the leader lease, then return.
 pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
@@ -79,6 +105,7 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
         .await
         .map_err(|e| ServeError::KubeConfig(e.to_string()))?;
     let client = Client::try_from(kube_config.clone())?;
+    warn_if_unsupported(&client).await;
     let metrics = Arc::new(Metrics::new());
     let scope = config.namespace.as_deref();
 
@@ -381,4 +408,19 @@ pub fn cancel_on_signals(token: CancellationToken) {
         tracing::info!("shutting down");
         token.cancel();
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::supported_kubernetes;
+
+    #[test]
+    fn supported_kubernetes_releases_start_at_1_33() {
+        assert!(supported_kubernetes("1", "33"));
+        assert!(supported_kubernetes("1", "37+"));
+        assert!(supported_kubernetes("2", "0"));
+        assert!(!supported_kubernetes("1", "32"));
+        assert!(!supported_kubernetes("1", "20"));
+        assert!(supported_kubernetes("", ""));
+    }
 }

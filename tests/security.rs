@@ -34,9 +34,9 @@ async fn deployed_sha(client: &Client, ns: &str) -> Option<String> {
     cm.data?.get("HEAD_SHA").cloned()
 }
 
-/// Wait until the preview in `ns` runs `sha`.
+/// Wait until the preview in `ns` has `sha` applied (its ConfigMap).
 async fn wait_deployed(client: &Client, ns: &str, sha: &str, what: &str) {
-    wait_for(what, Duration::from_secs(60), || async {
+    wait_for(what, Duration::from_secs(120), || async {
         (deployed_sha(client, ns).await.as_deref() == Some(sha)).then_some(())
     })
     .await;
@@ -175,7 +175,7 @@ async fn every_preview_namespace_is_fenced() {
         .expect("opened");
     let number = opened.payload["number"].as_u64().expect("number");
     let ns = s.preview_ns(number);
-    s.wait_phase(number, "Deploying").await;
+    s.wait_deployed(number, &head_sha(&opened)).await;
 
     let namespace = Api::<Namespace>::all(client.clone())
         .get(&ns)
@@ -378,8 +378,8 @@ async fn secrets_are_copied_but_never_into_a_fork_preview() {
         .await
         .expect("opened");
     let fork_number = fork.payload["number"].as_u64().expect("number");
-    for n in [own_number, fork_number] {
-        s.wait_phase(n, "Deploying").await;
+    for (n, delivered) in [(own_number, &own), (fork_number, &fork)] {
+        s.wait_deployed(n, &head_sha(delivered)).await;
     }
     let copied = Api::<Secret>::namespaced(client.clone(), &s.preview_ns(own_number))
         .get("registry-creds")

@@ -105,7 +105,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   [plugins."io.containerd.grpc.v1.cri".registry.mirrors."$registry"]
     endpoint = ["http://$registry"]
 EOF
-  # No masquerading: pod traffic never leaves the machine.
+  # No masquerading and no default route: pods reach each other, Services and this host (the
+  # bridge's address), nothing else.
   cat >"$dir/cni/net.d/10-prenv.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
@@ -114,7 +115,8 @@ EOF
     "type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "ipMasq": false,
     "hairpinMode": true,
     "ipam": {"type": "host-local", "dataDir": "$dir/cni/ipam",
-             "ranges": [[{"subnet": "$POD_CIDR", "gateway": "$NODE_IP"}]]}
+             "ranges": [[{"subnet": "$POD_CIDR", "gateway": "$NODE_IP"}]],
+             "routes": [{"dst": "$SERVICE_CIDR", "gw": "$NODE_IP"}]}
   }]
 }
 EOF

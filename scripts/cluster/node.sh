@@ -9,7 +9,10 @@ pid_of() { # pid_of DIR NAME: the pid if that component of DIR still runs
   local pid
   pid=$(cat "$1/$2.pid" 2>/dev/null) || return 1
   [[ -n $pid && -d /proc/$pid ]] || return 1
-  { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -qF "$1" || return 1
+  # (No `| grep -q` here: with pipefail, grep quitting early fails the pipeline at random.)
+  local cmdline
+  cmdline=$({ tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null) || return 1
+  [[ $cmdline == *"$1"* ]] || return 1
   printf '%s\n' "$pid"
 }
 
@@ -89,10 +92,18 @@ restore_sysctls() {
   true
 }
 
+readonly FENCE_RULE=(FORWARD -i "$BRIDGE" ! -o "$BRIDGE" -m comment --comment prenv-cluster -j DROP)
+
 make_bridge() {
   ip link show "$BRIDGE" >/dev/null 2>&1 || ip link add "$BRIDGE" type bridge
   ip addr replace "$NODE_IP/${POD_CIDR#*/}" dev "$BRIDGE"
   ip link set "$BRIDGE" up
+  # Service addresses are the bridge's too: before kube-proxy has a Service's rules (or for
+  # an address no Service has), a connection from this host must not go to the machine's
+  # default route.
+  ip route replace "$SERVICE_CIDR" dev "$BRIDGE" src "$NODE_IP"
+  # Whatever a pod sends is never forwarded off the bridge (to the machine's network).
+  iptables -C "${FENCE_RULE[@]}" 2>/dev/null || iptables -I "${FENCE_RULE[@]}"
 }
 
 push_pause() { # push_pause BINDIR REGISTRY
@@ -200,7 +211,7 @@ stop_component() { # stop_component DIR NAME SECONDS
 shims_of() { # the runc shims of DIR's containerd (they outlive it)
   local f
   for f in /proc/[0-9]*/cmdline; do
-    { tr '\0' ' ' <"$f"; } 2>/dev/null | grep -q "containerd-shim.* -address $1/containerd.sock" &&
+    [[ $({ tr '\0' ' ' <"$f"; } 2>/dev/null) == *containerd-shim*" -address $1/containerd.sock"* ]] &&
       basename "$(dirname "$f")"
   done
   true
@@ -238,6 +249,7 @@ teardown() { # teardown DIR
   awk -v d="$dir/" 'index($2, d) == 1 {print $2}' /proc/self/mounts | sort -r |
     while read -r m; do umount -l "$m" 2>/dev/null || true; done
   ip link delete "$BRIDGE" 2>/dev/null || true
+  while iptables -D "${FENCE_RULE[@]}" 2>/dev/null; do :; done
   remove_kubepods_cgroups
   remove_chains
   restore_sysctls "$dir"

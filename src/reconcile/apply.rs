@@ -298,6 +298,20 @@ pub async fn apply_all(
     Ok(applied)
 }
 
+/// What keeps the pods of `namespace` from becoming ready, one line per pod that says (read
+/// as the deployer). Best effort: it only explains a wait, so a failed list explains nothing.
+pub async fn pod_problems(deployer: &Client, namespace: &str) -> Vec<String> {
+    let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(deployer.clone(), namespace);
+    let Ok(pods) = api.list(&kube::api::ListParams::default()).await else {
+        return Vec::new();
+    };
+    pods.items
+        .iter()
+        .filter_map(|pod| serde_json::to_value(pod).ok())
+        .filter_map(|pod| super::observe::pod_problem(&pod))
+        .collect()
+}
+
 /// Copy the template's `names` Secrets from `from` (read by name as prenv, which may only
 /// `get` Secrets) into `namespace` (written as the `deployer`), and delete copies that are no
 /// longer wanted. A missing Secret is an error the template author must fix.

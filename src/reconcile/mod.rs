@@ -679,7 +679,11 @@ async fn pipeline(
         Ok(p) => p,
         Err(e) => return Ok(failed(status::APPLIED, &e, all_kinds)),
     };
-    let waiting = applied.iter().filter_map(observe::not_ready).collect();
+    let mut waiting: Vec<String> = applied.iter().filter_map(observe::not_ready).collect();
+    if !waiting.is_empty() {
+        // Say why, when a pod tells: an image that cannot be pulled, a crash loop.
+        waiting.extend(apply::pod_problems(&deployer, &preview_ns).await);
+    }
     Ok(Outcome::Deployed {
         namespace: preview_ns,
         url,

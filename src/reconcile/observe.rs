@@ -67,6 +67,83 @@ pub fn not_ready(object: &Value) -> Option<String> {
     None
 }
 
+/// Why a pod cannot become ready, when it says so: a container waiting for a reason other than
+/// the normal start-up (an image that cannot be pulled, a crash loop, a bad configuration), a
+/// container that ran and failed, or a pod the scheduler cannot place. `None` while it is just
+/// starting. Pure: reads the pod as the API server returned it.
+pub fn pod_problem(pod: &Value) -> Option<String> {
+    let name = pod.pointer("/metadata/name").and_then(Value::as_str)?;
+    let statuses = ["/status/initContainerStatuses", "/status/containerStatuses"]
+        .iter()
+        .filter_map(|p| pod.pointer(p).and_then(Value::as_array))
+        .flatten();
+    for status in statuses {
+        let container = status.get("name").and_then(Value::as_str).unwrap_or("?");
+        let waiting = status.pointer("/state/waiting");
+        let reason = waiting
+            .and_then(|w| w.get("reason"))
+            .and_then(Value::as_str);
+        if let Some(reason) =
+            reason.filter(|r| !matches!(*r, "ContainerCreating" | "PodInitializing"))
+        {
+            let message = waiting
+                .and_then(|w| w.get("message"))
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            return Some(describe(name, container, reason, message));
+        }
+        let terminated = status.pointer("/lastState/terminated");
+        if let Some(reason) = terminated
+            .and_then(|t| t.get("reason"))
+            .and_then(Value::as_str)
+        {
+            let code = terminated
+                .and_then(|t| t.get("exitCode"))
+                .and_then(Value::as_i64);
+            let message = code.map(|c| format!("exit code {c}")).unwrap_or_default();
+            return Some(describe(name, container, reason, &message));
+        }
+    }
+    let conditions = pod
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)?;
+    conditions
+        .iter()
+        .find(|c| {
+            c.get("type").and_then(Value::as_str) == Some("PodScheduled")
+                && c.get("status").and_then(Value::as_str) == Some("False")
+        })
+        .map(|c| {
+            let reason = c
+                .get("reason")
+                .and_then(Value::as_str)
+                .unwrap_or("Unschedulable");
+            let message = c.get("message").and_then(Value::as_str).unwrap_or_default();
+            format!("pod {name}: {reason}: {}", short(message))
+        })
+}
+
+fn describe(pod: &str, container: &str, reason: &str, message: &str) -> String {
+    if message.is_empty() {
+        format!("pod {pod}, container {container}: {reason}")
+    } else {
+        format!(
+            "pod {pod}, container {container}: {reason}: {}",
+            short(message)
+        )
+    }
+}
+
+/// Kubelet messages can be long (a registry's whole answer); the status keeps the gist.
+fn short(message: &str) -> String {
+    const MAX: usize = 300;
+    let line = message.lines().next().unwrap_or_default();
+    match line.char_indices().nth(MAX) {
+        Some((at, _)) => format!("{}…", &line[..at]),
+        None => line.to_string(),
+    }
+}
+
 fn int(object: &Value, pointer: &str) -> i64 {
     object.pointer(pointer).and_then(Value::as_i64).unwrap_or(0)
 }
@@ -124,6 +201,38 @@ mod tests {
         let ds = json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent", "generation": 1},
             "status": {"observedGeneration": 1, "desiredNumberScheduled": 0}});
         assert_eq!(not_ready(&ds), None);
+    }
+
+    #[test]
+    fn pod_problems_name_the_pod_container_and_reason() {
+        let starting = json!({"metadata": {"name": "web-1"}, "status": {"containerStatuses": [
+            {"name": "web", "state": {"waiting": {"reason": "ContainerCreating"}}}]}});
+        assert_eq!(pod_problem(&starting), None);
+        let pull = json!({"metadata": {"name": "web-1"}, "status": {"containerStatuses": [
+            {"name": "web", "state": {"waiting": {"reason": "ImagePullBackOff",
+             "message": "Back-off pulling image \"r/app:1\"\nmore"}}}]}});
+        assert_eq!(
+            pod_problem(&pull).as_deref(),
+            Some("pod web-1, container web: ImagePullBackOff: Back-off pulling image \"r/app:1\"")
+        );
+        let crashed = json!({"metadata": {"name": "web-1"}, "status": {"containerStatuses": [
+            {"name": "web", "state": {"running": {}},
+             "lastState": {"terminated": {"reason": "Error", "exitCode": 3}}}]}});
+        assert_eq!(
+            pod_problem(&crashed).as_deref(),
+            Some("pod web-1, container web: Error: exit code 3")
+        );
+        let unschedulable = json!({"metadata": {"name": "web-1"}, "status": {"conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+             "message": "0/1 nodes are available"}]}});
+        assert_eq!(
+            pod_problem(&unschedulable).as_deref(),
+            Some("pod web-1: Unschedulable: 0/1 nodes are available")
+        );
+        let long = "x".repeat(1000);
+        let verbose = json!({"metadata": {"name": "p"}, "status": {"containerStatuses": [
+            {"name": "c", "state": {"waiting": {"reason": "ErrImagePull", "message": long}}}]}});
+        assert!(pod_problem(&verbose).is_some_and(|m| m.chars().count() < 400));
     }
 
     #[test]

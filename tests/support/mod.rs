@@ -2,8 +2,10 @@
 //! GitHub stand-in, and `prenv serve` run as a real process.
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod tools;
+
 use github_standin::{Config as StandInConfig, NewPr, StandIn};
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, CustomResourceExt, ResourceExt};
@@ -20,39 +22,56 @@ pub const SECRET: &str = "test-webhook-secret";
 pub const TOKEN: &str = "ghp_prenvtesttoken";
 pub const BOT: &str = "prenv-bot";
 
-/// The kubeconfig of the test control plane. `PRENV_TEST_KUBECONFIG` names a running one (the
-/// README's test command starts one and sets it); otherwise one is started under the target
-/// directory and left running for the next test binary. Never skips: without binaries this
-/// fails and says how to get them.
+/// The kubeconfig of the test cluster (a real node: `scripts/cluster.sh`). `PRENV_TEST_KUBECONFIG`
+/// names a running one (the README's test command starts one and sets it); otherwise one is
+/// started under the target directory and left running for the next test binary
+/// (`scripts/cluster.sh down target/tmp/cluster` stops it). Never skips: without the binaries
+/// this builds them, and fails saying why when it cannot.
 pub fn kubeconfig() -> &'static Path {
     static KUBECONFIG: OnceLock<PathBuf> = OnceLock::new();
     KUBECONFIG.get_or_init(|| {
         if let Ok(path) = std::env::var("PRENV_TEST_KUBECONFIG") {
             return PathBuf::from(path);
         }
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("control-plane");
-        let lock = Path::new(env!("CARGO_TARGET_TMPDIR")).join("control-plane.lock");
-        // `flock` serializes test binaries starting at once; `start` is idempotent.
-        let out = Command::new("flock")
-            .arg(&lock)
-            .arg(root.join("scripts/control-plane.sh"))
-            .arg("start")
-            .arg(&dir)
-            .stderr(Stdio::inherit())
-            .output();
-        match out {
-            Ok(out) if out.status.success() => {
-                let stdout = String::from_utf8_lossy(&out.stdout);
-                PathBuf::from(stdout.lines().last().unwrap_or_default().trim())
-            }
-            other => panic!(
-                "no Kubernetes control plane for the integration tests ({other:?}).\n\
-                 Run `scripts/test.sh` (it builds and starts one), or `scripts/control-plane.sh start DIR` \
-                 and set PRENV_TEST_KUBECONFIG=DIR/kubeconfig. Binaries come from PRENV_K8S_BIN_DIR, PATH, \
-                 or are built once into ~/.cache/prenv (see README)."
-            ),
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cluster");
+        PathBuf::from(cluster_script(&["up", &dir.to_string_lossy()]))
+    })
+}
+
+/// Run `scripts/cluster.sh ARGS` (serialized across test binaries): its last output line.
+fn cluster_script(args: &[&str]) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lock = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cluster.lock");
+    let out = Command::new("flock")
+        .arg(&lock)
+        .arg(root.join("scripts/cluster.sh"))
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output();
+    match out {
+        Ok(out) if out.status.success() => {
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            stdout.lines().last().unwrap_or_default().trim().to_string()
         }
+        other => panic!(
+            "scripts/cluster.sh {args:?} failed ({other:?}).\n\
+             Run `scripts/test.sh` (it builds and starts the cluster), or \
+             `scripts/cluster.sh up DIR` and set PRENV_TEST_KUBECONFIG=DIR/kubeconfig."
+        ),
+    }
+}
+
+/// The cluster's local registry (`host:port`): pushed to from here, pulled from by the node.
+pub fn registry() -> &'static str {
+    static REGISTRY: OnceLock<String> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        if let Ok(registry) = std::env::var("PRENV_TEST_REGISTRY") {
+            return registry;
+        }
+        let dir = kubeconfig()
+            .parent()
+            .expect("kubeconfig in the cluster's dir");
+        cluster_script(&["registry", &dir.to_string_lossy()])
     })
 }
 
@@ -160,16 +179,74 @@ pub async fn apply_template(client: &Client, namespace: &str, name: &str, spec: 
     .expect("template applied");
 }
 
+/// The demo app's image (serves `sha=$GIT_SHA` and the `FLAG_` variables on port 8080), pushed
+/// to the cluster's registry once per run (`PRENV_TEST_APP_IMAGE` when the caller did it).
+pub fn app_image() -> &'static str {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| pushed_image("PRENV_TEST_APP_IMAGE", "scripts/demo-app/build.sh"))
+}
+
+/// prenv's own image in the cluster's registry (`PRENV_TEST_IMAGE` when the caller pushed it,
+/// else built from the working tree with `scripts/image.sh`).
+pub fn prenv_image() -> &'static str {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| pushed_image("PRENV_TEST_IMAGE", "scripts/image.sh"))
+}
+
+/// The image reference `variable` names, or the last output line of `script REGISTRY`, which
+/// builds the image and pushes it to the cluster's registry.
+fn pushed_image(variable: &str, script: &str) -> String {
+    if let Ok(image) = std::env::var(variable) {
+        return image;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(root.join(script))
+        .arg(registry())
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("{script} runs: {e}"));
+    assert!(out.status.success(), "{script} failed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout.lines().last().unwrap_or_default().trim().to_string()
+}
+
+/// The node's address (the cluster bridge's gateway): where pods reach this host, so a GitHub
+/// stand-in for prenv's pods listens there. Read from the kubeconfig's server URL.
+pub fn node_ip() -> std::net::IpAddr {
+    let text = std::fs::read_to_string(kubeconfig()).expect("kubeconfig readable");
+    let server = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: https://"))
+        .expect("kubeconfig names its server");
+    let host = server.rsplit_once(':').map_or(server, |(h, _)| h);
+    host.parse().expect("the server is an IP address")
+}
+
+/// The cluster's containerd socket (next to its kubeconfig).
+pub fn containerd_socket() -> PathBuf {
+    kubeconfig()
+        .parent()
+        .expect("cluster dir")
+        .join("containerd.sock")
+}
+
 /// A template with a ConfigMap, a Deployment and a Service that all carry the head SHA.
 pub fn web_template(repository: &str) -> serde_json::Value {
     json!({
         "repository": repository,
         "url": "https://pr-{{ pr.number }}.{{ template }}.preview.example.com",
-        "resources": WEB_RESOURCES,
+        "resources": web_resources(),
     })
 }
 
-pub const WEB_RESOURCES: &str = r#"apiVersion: v1
+/// The demo app at the PR's head: a Deployment whose pod serves `sha=<head>` once ready (a real
+/// readiness probe), behind a Service, configured by a ConfigMap. Runs under the preview's
+/// `restricted` pod security.
+pub fn web_resources() -> String {
+    WEB_RESOURCES.replace("APP_IMAGE", app_image())
+}
+
+const WEB_RESOURCES: &str = r#"apiVersion: v1
 kind: ConfigMap
 metadata:
   name: app-config
@@ -191,11 +268,24 @@ spec:
     metadata:
       labels: {app: web}
     spec:
+      terminationGracePeriodSeconds: 2
       containers:
       - name: web
-        image: "registry.example.com/shop:{{ pr.head_sha }}"
+        image: "APP_IMAGE"
+        # In the pod template, so that a push rolls the pods (the image stays the same).
+        env: [{name: GIT_SHA, value: "{{ pr.head_sha }}"}]
         envFrom:
         - configMapRef: {name: app-config}
+        ports: [{containerPort: 8080}]
+        readinessProbe:
+          httpGet: {path: /healthz, port: 8080}
+          periodSeconds: 1
+        securityContext:
+          runAsNonRoot: true
+          allowPrivilegeEscalation: false
+          readOnlyRootFilesystem: true
+          capabilities: {drop: [ALL]}
+          seccompProfile: {type: RuntimeDefault}
 ---
 apiVersion: v1
 kind: Service
@@ -207,6 +297,56 @@ spec:
   - port: 80
     targetPort: 8080
 "#;
+
+/// What the preview's Service `name` in `namespace` answers on `GET /` (through kube-proxy,
+/// from the host), once it answers at all.
+pub async fn served(client: &Client, namespace: &str, name: &str) -> String {
+    let api: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), namespace);
+    let ip = wait_for(
+        &format!("service {namespace}/{name}"),
+        Duration::from_secs(60),
+        || async { api.get_opt(name).await.ok()??.spec?.cluster_ip },
+    )
+    .await;
+    let url = format!("http://{ip}/");
+    // A new connection per try: one made before kube-proxy routed the Service must not be
+    // reused.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("http client");
+    wait_for(
+        &format!("{url} to answer"),
+        Duration::from_secs(120),
+        || async {
+            let resp = http.get(&url).send().await.ok()?;
+            if !resp.status().is_success() {
+                return None;
+            }
+            resp.text().await.ok()
+        },
+    )
+    .await
+}
+
+/// The commit the preview's Service `name` serves (`sha=` in the demo app's answer), once it
+/// is `sha`: old pods may still answer for a moment after a rollout.
+pub async fn wait_served_sha(client: &Client, namespace: &str, name: &str, sha: &str) {
+    let want = format!("sha={sha}");
+    wait_for(
+        &format!("{namespace}/{name} to serve {sha}"),
+        Duration::from_secs(120),
+        || async {
+            served(client, namespace, name)
+                .await
+                .lines()
+                .any(|l| l == want)
+                .then_some(())
+        },
+    )
+    .await;
+}
 
 /// Two free loopback ports.
 pub fn free_port() -> u16 {
@@ -496,6 +636,16 @@ impl Scenario {
         .await
     }
 
+    /// Wait until the environment of pull request `number` has applied head `sha` (phase
+    /// `Deploying` or, once its pods are ready, `Ready`).
+    pub async fn wait_deployed(&self, number: u64, sha: &str) -> PreviewEnvironment {
+        self.wait_env(number, &format!("{sha} applied"), |e| {
+            observed_head(e) == Some(sha)
+                && matches!(phase(e).as_deref(), Some("Deploying" | "Ready"))
+        })
+        .await
+    }
+
     /// Wait until prenv's own comment on pull request `number` satisfies `pred`.
     pub async fn wait_bot_comment(&self, number: u64, what: &str, pred: impl Fn(&str) -> bool) {
         wait_for(what, Duration::from_secs(30), || async {
@@ -539,7 +689,7 @@ pub async fn wait_environment(
     what: &str,
     pred: impl Fn(&PreviewEnvironment) -> bool,
 ) -> PreviewEnvironment {
-    wait_for(what, Duration::from_secs(60), || async {
+    wait_for(what, Duration::from_secs(120), || async {
         environment(client, namespace, name)
             .await
             .filter(|e| pred(e))
@@ -565,36 +715,6 @@ pub fn observed_head(env: &PreviewEnvironment) -> Option<&str> {
 
 pub fn phase(env: &PreviewEnvironment) -> Option<String> {
     env.status.as_ref()?.phase.map(|p| p.to_string())
-}
-
-/// Mark every pod of `namespace` running and ready, the way a kubelet would; the ReplicaSet
-/// and Deployment controllers then report the Deployment available.
-pub async fn make_pods_ready(client: &Client, namespace: &str) -> usize {
-    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let pods = wait_for("pods to exist", Duration::from_secs(30), || async {
-        let pods = api.list(&ListParams::default()).await.ok()?;
-        (!pods.items.is_empty()).then_some(pods)
-    })
-    .await;
-    let now = jiff::Timestamp::now().to_string();
-    let mut count = 0;
-    for pod in pods {
-        let conditions: Vec<_> = ["PodScheduled", "Initialized", "ContainersReady", "Ready"]
-            .iter()
-            .map(|t| json!({"type": t, "status": "True", "lastTransitionTime": now}))
-            .collect();
-        let patch =
-            json!({"status": {"phase": "Running", "conditions": conditions, "startTime": now}});
-        api.patch_status(
-            &pod.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-        .expect("pod status patched");
-        count += 1;
-    }
-    count
 }
 
 /// Events recorded about object `name` in `namespace` (events.k8s.io/v1).

@@ -237,7 +237,10 @@ impl StandIn {
             }
             None => api_url.clone(),
         };
+        // A fresh connection per delivery, as GitHub's hookshot makes: a pooled one could
+        // outlive the replica (pod) it reached.
         let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
             .timeout(cfg.hook_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()
