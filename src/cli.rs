@@ -3,7 +3,7 @@
 use crate::github::{Auth, GitHubConfig};
 use crate::receive::signature::Secrets;
 use crate::reconcile::Settings;
-use crate::reconcile::fence::{Platform, PodSecurity, quantity};
+use crate::reconcile::fence::{ObjectRules, Platform, PodSecurity, quantity};
 use crate::serve::ServeConfig;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
@@ -119,6 +119,14 @@ pub struct ServeArgs {
     /// Let templates open egress to further CIDRs (cloud metadata addresses stay blocked).
     #[arg(long, env = "PRENV_ALLOW_EGRESS")]
     pub allow_egress: bool,
+    /// Further kinds whose objects may hold pod specs (`group/Kind`, comma-separated; e.g.
+    /// `argoproj.io/Rollout`): their controllers run pods, which prenv cannot check.
+    #[arg(long, env = "PRENV_ALLOWED_POD_KINDS", value_delimiter = ',')]
+    pub allowed_pod_kinds: Vec<String>,
+    /// Let templates create Services that reach outside the namespace (NodePort,
+    /// LoadBalancer, ExternalName, externalIPs).
+    #[arg(long, env = "PRENV_ALLOW_EXTERNAL_SERVICES")]
+    pub allow_external_services: bool,
     /// Only serve PreviewTemplates and PreviewEnvironments in this namespace (default: all
     /// namespaces).
     #[arg(long, env = "PRENV_NAMESPACE")]
@@ -229,6 +237,15 @@ impl ServeArgs {
             max_quota: self.max_quota.into_iter().collect(),
             allow_network_policy_opt_out: self.allow_network_policy_opt_out,
             allow_egress: self.allow_egress,
+            objects: ObjectRules {
+                allowed_pod_kinds: self
+                    .allowed_pod_kinds
+                    .into_iter()
+                    .map(|k| k.trim().to_string())
+                    .filter(|k| !k.is_empty())
+                    .collect(),
+                allow_external_services: self.allow_external_services,
+            },
         };
         Ok(ServeConfig {
             platform,

@@ -8,6 +8,9 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+mod rendered;
+pub use rendered::{ObjectRules, PRENV_SERVICE_ACCOUNTS, check_objects, check_objects_with};
+
 /// The ServiceAccount (and RoleBinding) rendered objects are applied as.
 pub const DEPLOYER: &str = "prenv-deployer";
 /// Marks objects that belong to the fence, not to the template: pruning leaves them alone.
@@ -58,6 +61,8 @@ pub struct Platform {
     pub allow_network_policy_opt_out: bool,
     /// Whether templates may open egress to further CIDRs.
     pub allow_egress: bool,
+    /// Which rendered objects beyond the defaults the platform allows.
+    pub objects: ObjectRules,
 }
 
 impl Default for Platform {
@@ -78,6 +83,7 @@ impl Default for Platform {
             .collect(),
             allow_network_policy_opt_out: false,
             allow_egress: false,
+            objects: ObjectRules::default(),
         }
     }
 }
@@ -271,52 +277,6 @@ fn network_policy(isolation: &Isolation, platform: &Platform, metadata: Value) -
             "egress": egress,
         },
     })
-}
-
-/// Kinds a template may not bring, because they would widen the fence. Quota and limit
-/// writes are refused by the API server too (the deployer cannot make them), but network
-/// policies are additive and within `edit`'s reach, so they are refused here. RBAC objects are
-/// left to the API server, which refuses any grant the deployer does not hold itself.
-const FENCE_KINDS: &[&str] = &["NetworkPolicy", "ResourceQuota", "LimitRange"];
-
-/// Refuse rendered objects that would widen the fence: fence kinds, and pods that would run
-/// as the deployer.
-pub fn check_objects(objects: &[Value]) -> Result<(), FenceError> {
-    for object in objects {
-        let kind = object
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let name = object
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let forbidden = |reason: &str| FenceError::Forbidden {
-            kind: kind.to_string(),
-            name: name.to_string(),
-            reason: reason.to_string(),
-        };
-        if FENCE_KINDS.contains(&kind) {
-            return Err(forbidden(
-                "this kind belongs to the preview's fence and cannot come from a template",
-            ));
-        }
-        let pod_spec = match kind {
-            "Pod" => object.get("spec"),
-            "CronJob" => object.pointer("/spec/jobTemplate/spec/template/spec"),
-            _ => object.pointer("/spec/template/spec"),
-        };
-        if let Some(spec) = pod_spec {
-            let account = spec
-                .get("serviceAccountName")
-                .or_else(|| spec.get("serviceAccount"))
-                .and_then(Value::as_str);
-            if account == Some(DEPLOYER) {
-                return Err(forbidden("pods may not run as prenv's deployer"));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// A Kubernetes quantity as a number (`500m` → 0.5, `2Gi` → 2147483648); `None` if invalid.

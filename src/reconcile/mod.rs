@@ -588,7 +588,7 @@ async fn pipeline(
         kinds: previous.clone(),
         permanent: true,
     };
-    if let Err(e) = fence::check_objects(&objects) {
+    if let Err(e) = fence::check_objects_with(&objects, &ctx.platform.objects) {
         return Ok(fence_failed(e));
     }
     let quota = match fence::check(isolation, &ctx.platform) {

@@ -4,10 +4,13 @@
 use crate::model::{PreviewEnvironmentSpec, PreviewTemplateSpec};
 use crate::naming;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use minijinja::{Environment, UndefinedBehavior, Value};
+use minijinja::value::Kwargs;
+use minijinja::{Environment, Error, Output, State, UndefinedBehavior, Value};
 use serde::Deserialize;
 use serde_json::{Map, Value as Json, json};
 use std::collections::BTreeSet;
+
+mod shape;
 
 /// Upper bound on template evaluation work, so a runaway loop in a template fails instead of
 /// hanging the controller.
@@ -63,6 +66,12 @@ pub enum RenderError {
     },
     #[error("resources render {count} objects, more than the limit of {MAX_OBJECTS}")]
     TooMany { count: usize },
+    /// A value written into the template changed the rendered YAML's structure.
+    #[error("resources template{}: {message}", line.map(|l| format!(", line {l}")).unwrap_or_default())]
+    UnsafeValue {
+        line: Option<usize>,
+        message: String,
+    },
 }
 
 impl RenderError {
@@ -75,6 +84,7 @@ impl RenderError {
             RenderError::Yaml { .. } => "InvalidYAML",
             RenderError::Object { .. } | RenderError::TooMany { .. } => "InvalidObject",
             RenderError::Rejected { .. } => "ObjectRejected",
+            RenderError::UnsafeValue { .. } => "UnsafeValue",
         }
     }
 }
@@ -117,6 +127,8 @@ pub fn render(
     let text = env
         .render_named_str("resources", &template.resources, context(&ctx))
         .map_err(|e| RenderError::Resources(describe(&e)))?;
+    // Whatever the context a value was written in, it must not have changed the structure.
+    shape::check(&template.resources, &ctx, &text)?;
     let objects = parse_objects(&text)?;
     Ok(Rendered {
         namespace,
@@ -172,22 +184,65 @@ fn environment() -> Environment<'static> {
     }
     env.add_filter("slug", |s: String| naming::slug(&s));
     env.add_filter("dns_label", |s: String| naming::dns_label(&s));
-    // Pull request titles, branch names and labels are chosen by whoever opens the PR. A
-    // string that could change the YAML's structure (newlines, quotes, `: `, `#`, ...) is
-    // written as a quoted JSON string, which YAML reads back as exactly that string, so it can
-    // never add keys or documents. `| safe` opts out for trusted values.
-    env.set_formatter(|out, state, value| {
-        if let Some(s) = value.as_str()
-            && !value.is_safe()
-            && !plain_yaml_safe(s)
-        {
-            return out.write_str(&yaml_quoted(s)).map_err(|_| {
-                minijinja::Error::new(minijinja::ErrorKind::WriteFailure, "write failed")
-            });
-        }
-        minijinja::escape_formatter(out, state, value)
-    });
+    env.set_formatter(format_value);
+    env.add_filter("tojson", tojson);
     env
+}
+
+/// Pull request titles, branch names and labels are chosen by whoever opens the PR. A string
+/// that could change the YAML's structure (newlines, quotes, `: `, `#`, ...) is written as a
+/// quoted JSON string, which YAML reads back as exactly that string, so it can never add keys
+/// or documents where it stands alone. `| safe` opts out for trusted values. Where quoting is
+/// not enough (flow collections, the author's own quotes), the structure check refuses the
+/// render (see `shape`).
+fn format_value(out: &mut Output, state: &mut State, value: &Value) -> Result<(), Error> {
+    if let Some(s) = value.as_str()
+        && !value.is_safe()
+        && !plain_yaml_safe(s)
+    {
+        return out
+            .write_str(&yaml_quoted(s))
+            .map_err(|_| Error::new(minijinja::ErrorKind::WriteFailure, "write failed"));
+    }
+    minijinja::escape_formatter(out, state, value)
+}
+
+/// minijinja's `tojson`, with what JSON leaves raw but YAML refuses or reads as a line break
+/// ([`yaml_unprintable`]) written as `\u` escapes, so that the value YAML reads back is exactly
+/// the value, in block and flow context alike. Such characters can only stand inside JSON
+/// strings, where an escape means the same.
+fn tojson(
+    state: &State,
+    value: &Value,
+    indent: Option<Value>,
+    args: Kwargs,
+) -> Result<Value, Error> {
+    let json = minijinja::filters::tojson(value, indent, args)?;
+    let text = json.as_str().unwrap_or_default();
+    state.consume_fuel(text.len() as u64 / 4)?;
+    if !text.chars().any(yaml_unprintable) {
+        return Ok(json);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if yaml_unprintable(c) {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    Ok(Value::from_safe_string(out))
+}
+
+/// Characters YAML refuses raw (DEL, C1 controls but NEL, U+FFFE, U+FFFF) or reads as a line
+/// break (NEL, U+2028, U+2029), and the byte order mark; below space JSON and [`yaml_quoted`]
+/// escape anyway.
+fn yaml_unprintable(c: char) -> bool {
+    ('\u{7f}'..='\u{9f}').contains(&c)
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}'
+        )
 }
 
 fn context(ctx: &Map<String, Json>) -> Value {
@@ -206,10 +261,7 @@ fn yaml_quoted(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if c < ' '
-                || ('\u{7f}'..='\u{9f}').contains(&c)
-                || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}') =>
-            {
+            c if c < ' ' || yaml_unprintable(c) => {
                 out.push_str(&format!("\\u{:04x}", u32::from(c)));
             }
             c => out.push(c),
@@ -670,7 +722,7 @@ pub(crate) mod tests {
     #[test]
     fn control_characters_in_a_title_round_trip() {
         let mut p = pr();
-        p.title = "a\u{7f}b\u{85}c\u{2028}d\te\"f\\g".into();
+        p.title = "a\u{7f}b\u{85}c\u{2028}d\te\"f\\g\u{ffff}h\u{fffe}".into();
         let t = template(
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\ndata:\n  title: {{ pr.title }}\n",
         );
