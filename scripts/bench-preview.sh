@@ -2,6 +2,7 @@
 # Time to a serving preview on the real node: from a signed pull_request.opened delivery to the
 # preview's Service answering with the PR's head SHA, median of N (default 10), beside the
 # same done by hand (kubectl create namespace, apply, rollout status, curl) in the same run.
+# prenv runs as its debug build (what the tests run), so its figure is if anything too high.
 # Also prints the cluster's memory. Starts (and stops) its own cluster unless KUBECONFIG and
 # PRENV_BENCH_REGISTRY name a running one.
 #
@@ -16,7 +17,7 @@ now_ms() { date +%s%3N; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : int((a[NR/2]+a[NR/2+1])/2)}'; }
 
 PATH="$(scripts/tools.sh):$PATH"
-cargo build --quiet --release -p prenv -p github-standin
+cargo build --quiet -p prenv -p github-standin
 work=$(mktemp -d -t prenv-bench.XXXXXX)
 pids=()
 cleanup() {
@@ -102,7 +103,7 @@ say "== prenv: pull_request.opened delivery -> the preview serves its head ($n t
 secret=$(openssl rand -hex 20)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 admin=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-target/release/github-standin --repo acme/bench --token bench-token=prenv-bench \
+target/debug/github-standin --repo acme/bench --token bench-token=prenv-bench \
   --hook "http://127.0.0.1:$port/webhooks/github" --hook-secret "$secret" \
   >"$work/standin.out" 2>"$work/standin.log" &
 pids+=($!)
@@ -121,7 +122,7 @@ spec:
   resources: |
 $(resources '{{ pr.head_sha }}' | sed 's/^/    /')
 EOF
-PRENV_WEBHOOK_SECRET=$secret GITHUB_TOKEN=bench-token target/release/prenv serve \
+PRENV_WEBHOOK_SECRET=$secret GITHUB_TOKEN=bench-token target/debug/prenv serve \
   --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" --namespace "$run" \
   --github-api-url "$gh" >"$work/prenv.log" 2>&1 &
 pids+=($!)
