@@ -76,7 +76,7 @@ wait_served() {
   local ip=""
   for _ in $(seq 1 2400); do
     [[ -n $ip ]] || ip=$(kubectl get service -n "$1" web -o jsonpath='{.spec.clusterIP}' 2>/dev/null || true)
-    if [[ -n $ip ]] && curl -fsS --max-time 1 "http://$ip/" 2>/dev/null | grep -qx "sha=$2"; then
+    if [[ -n $ip ]] && curl -fsS --max-time 1 "http://$ip/" 2>/dev/null | grep -x "sha=$2" >/dev/null; then
       return 0
     fi
     sleep 0.05
@@ -142,7 +142,7 @@ b=$(printf '%s\n' "${base[@]}" | median)
 p=$(printf '%s\n' "${prenv_ms[@]}" | median)
 mem=0
 for f in /proc/[0-9]*/cmdline; do
-  if { tr '\0' ' ' <"$f"; } 2>/dev/null | grep -qE '^[^ ]*(etcd|kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kube-proxy|containerd|docker-registry)( |$)|containerd-shim'; then
+  if { tr '\0' ' ' <"$f"; } 2>/dev/null | grep -E '^[^ ]*(etcd|kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kube-proxy|containerd|docker-registry)( |$)|containerd-shim' >/dev/null; then
     pid=${f#/proc/}; pid=${pid%/cmdline}
     mem=$((mem + $(awk '/^VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)))
   fi

@@ -72,10 +72,10 @@ bin=$target_dir/$host/release/prenv
 
 # Static: no program interpreter and no shared libraries, or it would not start on an image
 # without a libc.
-if readelf -l "$bin" | grep -q 'program interpreter'; then
+if readelf -l "$bin" | grep 'program interpreter' >/dev/null; then
     die "$bin has a program interpreter: it is dynamically linked"
 fi
-if readelf -d "$bin" | grep -q '(NEEDED)'; then
+if readelf -d "$bin" | grep '(NEEDED)' >/dev/null; then
     die "$bin needs shared libraries: $(readelf -d "$bin" | grep '(NEEDED)' | tr -s ' ' | tr '\n' ' ')"
 fi
 reported=$("$bin" --version) || die "$bin --version failed"

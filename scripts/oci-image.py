@@ -348,25 +348,26 @@ class Registry:
         location = headers["Location"]
         sep = "&" if "?" in location else "?"
         url = f"{location}{sep}digest={urllib.parse.quote(digest, safe='')}"
-        status, headers, body = self.request("PUT", url, body=data, headers={
-            "Content-Type": "application/octet-stream", "Content-Length": str(len(data))})
-        if status != 201:
-            raise Fail(f"uploading {what} {digest} to {self.host}/{name}: {self.describe(status, body)}")
-        got = headers.get("Docker-Content-Digest")
-        if got and got != digest:
-            raise Fail(f"registry stored {what} as {got}, expected {digest}")
+        self.put(url, data, "application/octet-stream", what,
+                 f"uploading {what} {digest} to {self.host}/{name}")
         log(f"{what} {digest} ({len(data)} bytes): pushed")
 
     def push_manifest(self, name, tag, manifest):
-        digest = sha256(manifest)
-        status, headers, body = self.request("PUT", f"/v2/{name}/manifests/{tag}", body=manifest, headers={
-            "Content-Type": MEDIA_MANIFEST, "Content-Length": str(len(manifest))})
+        digest = self.put(f"/v2/{name}/manifests/{tag}", manifest, MEDIA_MANIFEST, "the manifest",
+                          f"putting the manifest {self.host}/{name}:{tag}")
+        log(f"manifest {digest} ({len(manifest)} bytes): pushed as {self.host}/{name}:{tag}")
+
+    def put(self, url, data, content_type, what, doing):
+        """PUT data, expect 201 and, when the registry names one, the digest we computed."""
+        digest = sha256(data)
+        status, headers, body = self.request("PUT", url, body=data, headers={
+            "Content-Type": content_type, "Content-Length": str(len(data))})
         if status != 201:
-            raise Fail(f"putting the manifest {self.host}/{name}:{tag}: {self.describe(status, body)}")
+            raise Fail(f"{doing}: {self.describe(status, body)}")
         got = headers.get("Docker-Content-Digest")
         if got and got != digest:
-            raise Fail(f"registry stored the manifest as {got}, expected {digest}")
-        log(f"manifest {digest} ({len(manifest)} bytes): pushed as {self.host}/{name}:{tag}")
+            raise Fail(f"registry stored {what} as {got}, expected {digest}")
+        return digest
 
 
 # ---------------------------------------------------------------------------

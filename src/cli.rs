@@ -227,23 +227,13 @@ impl ServeArgs {
         }
         let platform = Platform {
             deployer_cluster_role: self.deployer_cluster_role,
-            ingress_namespaces: self
-                .ingress_namespaces
-                .into_iter()
-                .map(|n| n.trim().to_string())
-                .filter(|n| !n.is_empty())
-                .collect(),
+            ingress_namespaces: trimmed(self.ingress_namespaces),
             pod_security_floor: self.pod_security_floor,
             max_quota: self.max_quota.into_iter().collect(),
             allow_network_policy_opt_out: self.allow_network_policy_opt_out,
             allow_egress: self.allow_egress,
             objects: ObjectRules {
-                allowed_pod_kinds: self
-                    .allowed_pod_kinds
-                    .into_iter()
-                    .map(|k| k.trim().to_string())
-                    .filter(|k| !k.is_empty())
-                    .collect(),
+                allowed_pod_kinds: trimmed(self.allowed_pod_kinds),
                 allow_external_services: self.allow_external_services,
             },
         };
@@ -263,6 +253,15 @@ impl ServeArgs {
             settings: Settings::default(),
         })
     }
+}
+
+/// The items of a comma-separated flag, trimmed, empty ones dropped (`a, ,b` is `[a, b]`).
+fn trimmed(items: Vec<String>) -> Vec<String> {
+    items
+        .into_iter()
+        .map(|i| i.trim().to_string())
+        .filter(|i| !i.is_empty())
+        .collect()
 }
 
 fn parse_pod_security(s: &str) -> Result<PodSecurity, String> {

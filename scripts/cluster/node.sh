@@ -40,6 +40,10 @@ api() { # api DIR PATH: GET as the admin, body on stdout
     "https://$NODE_IP:$API_PORT$2" 2>/dev/null
 }
 
+untainted() { # untainted DIR: the node carries no taint (it was read, and has none)
+  api "$1" "/api/v1/nodes/$NODE_NAME" | jq -e '(.spec.taints // []) | length == 0' >/dev/null
+}
+
 healthy() { # healthy DIR: every component runs and the node is Ready
   local dir=$1 c
   [[ -f $dir/state.env ]] || return 1
@@ -178,10 +182,7 @@ start_all() { # start_all DIR BINDIR
   wait_until 120 "the node to be Ready" "$dir" healthy "$dir" || return 1
   # The not-ready taint goes once the node lifecycle controller has seen the node Ready, and
   # pods need their namespace's ServiceAccount.
-  wait_until 60 "the node to be schedulable" "$dir" sh -c \
-    "! curl -fsS --max-time 5 --cacert '$dir/pki/ca.crt' -H 'Authorization: Bearer $(sed -n 's/^    token: //p' "$dir/kubeconfig")' \
-      https://$NODE_IP:$API_PORT/api/v1/nodes/$NODE_NAME | jq -e '.spec.taints // [] | length > 0'" ||
-    return 1
+  wait_until 60 "the node to be schedulable" "$dir" untainted "$dir" || return 1
   wait_until 60 "the default ServiceAccount" "$dir" \
     api "$dir" /api/v1/namespaces/default/serviceaccounts/default || return 1
   log "up in $((SECONDS - start)) s: Kubernetes $K8S_VERSION, node $NODE_NAME ($NODE_IP), registry $registry"

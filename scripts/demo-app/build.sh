@@ -22,7 +22,7 @@ registry=${1%/}
 shift
 
 busybox=/bin/busybox
-if ! dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed'; then
+if ! dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep 'ok installed' >/dev/null; then
     log "installing Debian's busybox-static"
     sudo=()
     [[ $(id -u) -eq 0 ]] || sudo=(sudo)
@@ -31,7 +31,7 @@ if ! dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok insta
         || die "could not install busybox-static"
 fi
 [[ -x $busybox ]] || die "$busybox missing after installing busybox-static"
-if command -v readelf >/dev/null && readelf -l "$busybox" | grep -q 'program interpreter'; then
+if command -v readelf >/dev/null && readelf -l "$busybox" | grep 'program interpreter' >/dev/null; then
     die "$busybox is dynamically linked (is the busybox package installed instead of busybox-static?)"
 fi
 

@@ -299,47 +299,34 @@ spec:
 "#;
 
 /// What the preview's Service `name` in `namespace` answers on `GET /` (through kube-proxy,
-/// from the host), once it answers at all.
-pub async fn served(client: &Client, namespace: &str, name: &str) -> String {
+/// from the host) right now, if it exists and answers with success.
+pub async fn try_served(client: &Client, namespace: &str, name: &str) -> Option<String> {
     let api: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), namespace);
-    let ip = wait_for(
-        &format!("service {namespace}/{name}"),
-        Duration::from_secs(60),
-        || async { api.get_opt(name).await.ok()??.spec?.cluster_ip },
-    )
-    .await;
-    let url = format!("http://{ip}/");
+    let ip = api.get_opt(name).await.ok()??.spec?.cluster_ip?;
     // A new connection per try: one made before kube-proxy routed the Service must not be
     // reused.
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .pool_max_idle_per_host(0)
         .build()
-        .expect("http client");
-    wait_for(
-        &format!("{url} to answer"),
-        Duration::from_secs(120),
-        || async {
-            let resp = http.get(&url).send().await.ok()?;
-            if !resp.status().is_success() {
-                return None;
-            }
-            resp.text().await.ok()
-        },
-    )
-    .await
+        .ok()?;
+    let resp = http.get(format!("http://{ip}/")).send().await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    resp.text().await.ok()
 }
 
-/// The commit the preview's Service `name` serves (`sha=` in the demo app's answer), once it
-/// is `sha`: old pods may still answer for a moment after a rollout.
+/// Wait until the preview's Service `name` serves `sha` (`sha=` in the demo app's answer): old
+/// pods may still answer for a moment after a rollout.
 pub async fn wait_served_sha(client: &Client, namespace: &str, name: &str, sha: &str) {
     let want = format!("sha={sha}");
     wait_for(
         &format!("{namespace}/{name} to serve {sha}"),
-        Duration::from_secs(120),
+        Duration::from_secs(180),
         || async {
-            served(client, namespace, name)
-                .await
+            try_served(client, namespace, name)
+                .await?
                 .lines()
                 .any(|l| l == want)
                 .then_some(())
