@@ -90,7 +90,11 @@ pub struct ServeArgs {
     pub orphan_sweep_interval: std::time::Duration,
     /// ClusterRole bound to each preview's deployer ServiceAccount; rendered objects are
     /// applied with its permissions only.
-    #[arg(long, env = "PRENV_DEPLOYER_CLUSTER_ROLE", default_value = "edit")]
+    #[arg(
+        long,
+        env = "PRENV_DEPLOYER_CLUSTER_ROLE",
+        default_value = "prenv-deployer"
+    )]
     pub deployer_cluster_role: String,
     /// Namespaces (comma-separated) whose pods may reach previews: the ingress controller's.
     #[arg(

@@ -40,7 +40,7 @@ github:
   apiUrl: https://github.example.com/api/v3
 config:
   namespace: previews
-  deployerClusterRole: prenv-deployer
+  deployerClusterRole: acme-preview-deployer
   ingressNamespaces: [ingress-nginx, traefik]
   podSecurityFloor: restricted
   maxQuota: {pods: 10, requests.cpu: "0.5"}
@@ -321,7 +321,11 @@ fn cluster_role_is_least_privilege_without_wildcards() {
                 );
             }
         }
-        let cluster_role = one(&docs, "ClusterRole");
+        // prenv's own role; the deployer's (when the chart makes it) is checked below.
+        let cluster_role = of_kind(&docs, "ClusterRole")
+            .into_iter()
+            .find(|r| r["metadata"]["name"] == "prenv")
+            .expect("prenv's ClusterRole");
         let bind = cluster_role["rules"]
             .as_array()
             .expect("rules")
@@ -329,9 +333,9 @@ fn cluster_role_is_least_privilege_without_wildcards() {
             .find(|r| strings(&r["verbs"]) == ["bind"])
             .expect("a bind rule");
         let deployer_role = if variant == "full" {
-            "prenv-deployer"
+            "acme-preview-deployer"
         } else {
-            "edit"
+            "prenv-deployer"
         };
         assert_eq!(strings(&bind["resourceNames"]), [deployer_role]);
         // Leases only in the release namespace, only prenv's own for reading and renewing.
@@ -749,16 +753,7 @@ fn ensure_service_monitor_crd() {
     DONE.get_or_init(|| {
         let crd = "crd/servicemonitors.monitoring.coreos.com";
         if !kubectl(&["get", crd], None).status.success() {
-            kubectl_ok(
-                &[
-                    "apply",
-                    "--server-side",
-                    "--field-manager=prenv-tests",
-                    "-f",
-                    "-",
-                ],
-                Some(SERVICE_MONITOR_CRD),
-            );
+            apply_stdin(SERVICE_MONITOR_CRD);
         }
         kubectl_ok(
             &["wait", "--for=condition=established", "--timeout=60s", crd],
@@ -873,7 +868,9 @@ fn install_rbac(release: &str, ns: &str, values: &str) -> (Vec<Value>, Vec<Strin
             .contains(&d["kind"].as_str().unwrap_or_default())
         })
         .collect();
-    assert_eq!(rbac.len(), 5);
+    // prenv's ClusterRole, binding, ServiceAccount and lease Role and binding, plus the
+    // deployer's aggregated ClusterRole and its workloads part.
+    assert_eq!(rbac.len(), 7);
     let mut cleanup = Vec::new();
     for doc in &rbac {
         let kind = doc["kind"].as_str().unwrap_or_default().to_lowercase();
@@ -885,30 +882,27 @@ fn install_rbac(release: &str, ns: &str, values: &str) -> (Vec<Value>, Vec<Strin
         }
     }
     let list = json!({"apiVersion": "v1", "kind": "List", "items": rbac});
-    kubectl_ok(
-        &[
-            "apply",
-            "--server-side",
-            "--field-manager=prenv-tests",
-            "-f",
-            "-",
-        ],
-        Some(&list.to_string()),
-    );
+    apply_stdin(&list.to_string());
     (docs, cleanup)
+}
+
+/// A new namespace with the chart's RBAC installed as a unique release: (release, namespace,
+/// what removes both).
+fn rbac_in_new_namespace(prefix: &str) -> (String, String, Cleanup) {
+    let release = support::unique(prefix);
+    let ns = support::unique(&format!("chart-{prefix}"));
+    kubectl_ok(&["create", "namespace", &ns], None);
+    let (_, cluster_objects) = install_rbac(&release, &ns, "");
+    let mut cleanup = cluster_objects;
+    cleanup.insert(0, format!("namespace/{ns}"));
+    (release, ns, Cleanup(cleanup))
 }
 
 /// The chart's ClusterRole, bound for real, grants what prenv needs and refuses the rest.
 /// Checked with `kubectl auth can-i` (SubjectAccessReviews) as the chart's ServiceAccount.
 #[test]
 fn rbac_grants_what_prenv_needs_and_no_more() {
-    let release = support::unique("rbac");
-    let ns = support::unique("chart-rbac");
-    kubectl_ok(&["create", "namespace", &ns], None);
-    let (_, cluster_objects) = install_rbac(&release, &ns, "");
-    let mut cleanup = cluster_objects;
-    cleanup.insert(0, format!("namespace/{ns}"));
-    let _cleanup = Cleanup(cleanup);
+    let (release, ns, _cleanup) = rbac_in_new_namespace("rbac");
     let sa = format!("system:serviceaccount:{ns}:{release}-prenv");
     let lease = format!("{release}-prenv-leader");
     // RBAC reaches the authorizer's cache shortly after the binding is stored.
@@ -944,7 +938,7 @@ fn rbac_grants_what_prenv_needs_and_no_more() {
         format!("create serviceaccounts {preview}"),
         format!("create networkpolicies.networking.k8s.io {preview}"),
         format!("create rolebindings.rbac.authorization.k8s.io {preview}"),
-        "bind clusterroles.rbac.authorization.k8s.io/edit".into(),
+        format!("bind clusterroles.rbac.authorization.k8s.io/{release}-prenv-deployer"),
         format!("impersonate serviceaccounts/prenv-deployer {preview}"),
         // copySecrets: reading a named Secret; the copies are written as the deployer.
         format!("get secrets {team}"),
@@ -969,6 +963,7 @@ fn rbac_grants_what_prenv_needs_and_no_more() {
         "escalate clusterroles.rbac.authorization.k8s.io".into(),
         "bind clusterroles.rbac.authorization.k8s.io/cluster-admin".into(),
         "bind clusterroles.rbac.authorization.k8s.io/admin".into(),
+        "bind clusterroles.rbac.authorization.k8s.io/edit".into(),
         format!("create roles.rbac.authorization.k8s.io {preview}"),
         format!("update rolebindings.rbac.authorization.k8s.io {preview}"),
         // Impersonation of nothing but the deployer.
@@ -1012,17 +1007,109 @@ fn rbac_grants_what_prenv_needs_and_no_more() {
         "create mutatingwebhookconfigurations.admissionregistration.k8s.io".into(),
         "get /logs".into(),
     ];
+    let wrong = wrong_answers(&sa, &allowed, &refused);
+    assert!(wrong.is_empty(), "the chart's RBAC:\n{}", wrong.join("\n"));
+}
+
+/// The chart's deployer ClusterRole, bound in a preview namespace as prenv binds it: the
+/// workload kinds, and no way to take the fence down, even with the deployer's token.
+#[test]
+fn deployer_role_cannot_touch_the_fence() {
+    let (release, ns, _cleanup) = rbac_in_new_namespace("deployer");
+    let binding = json!({
+        "apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "ServiceAccount",
+             "metadata": {"name": "prenv-deployer", "namespace": ns}},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+             "metadata": {"name": "prenv-deployer", "namespace": ns},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                         "name": format!("{release}-prenv-deployer")},
+             "subjects": [{"kind": "ServiceAccount", "name": "prenv-deployer", "namespace": ns}]},
+        ]
+    });
+    apply_stdin(&binding.to_string());
+    let sa = format!("system:serviceaccount:{ns}:prenv-deployer");
+    let here = format!("-n {ns}");
+    // The aggregated role is filled in by the controller manager, then reaches the authorizer.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !can_i(&sa, &format!("create configmaps {here}")) {
+        assert!(
+            Instant::now() < deadline,
+            "the deployer's aggregated role never took effect"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let allowed: Vec<String> = [
+        "create configmaps",
+        "patch deployments.apps",
+        "delete statefulsets.apps",
+        "list services",
+        "create secrets",
+        "delete secrets",
+        "watch pods",
+        "create jobs.batch",
+        "patch cronjobs.batch",
+        "create ingresses.networking.k8s.io",
+        "create horizontalpodautoscalers.autoscaling",
+        "create poddisruptionbudgets.policy",
+        "create persistentvolumeclaims",
+        "list events",
+        "get pods --subresource=log",
+    ]
+    .iter()
+    .map(|c| format!("{c} {here}"))
+    .collect();
+    let refused: Vec<String> = [
+        // The fence is prenv's.
+        "delete networkpolicies.networking.k8s.io/prenv-isolation",
+        "patch networkpolicies.networking.k8s.io",
+        "create networkpolicies.networking.k8s.io",
+        "delete resourcequotas",
+        "patch resourcequotas",
+        "delete limitranges",
+        "patch limitranges",
+        "delete rolebindings.rbac.authorization.k8s.io/prenv-deployer",
+        "create rolebindings.rbac.authorization.k8s.io",
+        "create roles.rbac.authorization.k8s.io",
+        // No credentials of other identities (what `edit` grants).
+        "create serviceaccounts --subresource=token",
+        "impersonate serviceaccounts",
+        "create pods --subresource=exec",
+        "create pods --subresource=attach",
+        "create pods --subresource=portforward",
+        // The namespace itself.
+        "delete namespaces",
+        "patch namespaces",
+    ]
+    .iter()
+    .map(|c| format!("{c} {here}"))
+    .chain([
+        "create configmaps -n default".to_string(),
+        "list secrets --all-namespaces".into(),
+        "get nodes".into(),
+    ])
+    .collect();
+    let wrong = wrong_answers(&sa, &allowed, &refused);
+    assert!(
+        wrong.is_empty(),
+        "the deployer's RBAC:\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// Every `kubectl auth can-i` answer for `subject` that is not what is listed.
+fn wrong_answers(subject: &str, allowed: &[String], refused: &[String]) -> Vec<String> {
     // Each answer is one kubectl process; a few run at once.
     let checks: Vec<(&String, bool)> = allowed
         .iter()
         .map(|c| (c, true))
         .chain(refused.iter().map(|c| (c, false)))
         .collect();
-    let wrong: Vec<String> = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         let workers: Vec<_> = checks
             .chunks(checks.len().div_ceil(4))
             .map(|chunk| {
-                let sa = &sa;
+                let sa = subject;
                 scope.spawn(move || {
                     chunk
                         .iter()
@@ -1042,8 +1129,7 @@ fn rbac_grants_what_prenv_needs_and_no_more() {
             .into_iter()
             .flat_map(|w| w.join().expect("can-i worker"))
             .collect()
-    });
-    assert!(wrong.is_empty(), "the chart's RBAC:\n{}", wrong.join("\n"));
+    })
 }
 
 /// Standard base64 decoding (the chart's Secrets), without a dependency for it.
@@ -1070,4 +1156,18 @@ mod base64_lite {
         }
         Some(out)
     }
+}
+
+/// `kubectl apply --server-side` of `yaml` (or JSON) as the tests' field manager.
+fn apply_stdin(yaml: &str) {
+    kubectl_ok(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=prenv-tests",
+            "-f",
+            "-",
+        ],
+        Some(yaml),
+    );
 }

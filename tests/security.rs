@@ -207,7 +207,40 @@ async fn every_preview_namespace_is_fenced() {
         .get("prenv-deployer")
         .await
         .expect("deployer binding");
-    assert_eq!(binding.role_ref.name, "edit");
+    assert_eq!(binding.role_ref.name, support::DEPLOYER_ROLE);
+
+    // Even the deployer itself (a stolen token, a pod running as it) cannot take the fence
+    // down: the fence's objects are prenv's.
+    let deployer = client_as(&ns, "prenv-deployer").await;
+    let dp = kube::api::DeleteParams::default();
+    let refusals = [
+        Api::<NetworkPolicy>::namespaced(deployer.clone(), &ns)
+            .delete("prenv-isolation", &dp)
+            .await
+            .map(|_| ()),
+        Api::<ResourceQuota>::namespaced(deployer.clone(), &ns)
+            .delete("prenv-quota", &dp)
+            .await
+            .map(|_| ()),
+        Api::<LimitRange>::namespaced(deployer.clone(), &ns)
+            .delete("prenv-limits", &dp)
+            .await
+            .map(|_| ()),
+        Api::<RoleBinding>::namespaced(deployer.clone(), &ns)
+            .delete("prenv-deployer", &dp)
+            .await
+            .map(|_| ()),
+    ];
+    for refused in refusals {
+        match refused {
+            Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{}", status.message),
+            other => panic!("the deployer touched the fence: {other:?}"),
+        }
+    }
+    Api::<NetworkPolicy>::namespaced(client.clone(), &ns)
+        .get("prenv-isolation")
+        .await
+        .expect("the network policy is still there");
 
     // A Pod over the LimitRange's maximum is refused by the API server.
     let big: Pod = serde_json::from_value(json!({

@@ -68,7 +68,7 @@ pub struct Platform {
 impl Default for Platform {
     fn default() -> Self {
         Self {
-            deployer_cluster_role: "edit".into(),
+            deployer_cluster_role: DEPLOYER.into(),
             ingress_namespaces: vec!["ingress-nginx".into()],
             pod_security_floor: PodSecurity::Baseline,
             max_quota: [
@@ -450,7 +450,7 @@ mod tests {
         }
         let policy = &objs[4]["spec"];
         assert_eq!(policy["policyTypes"], json!(["Ingress", "Egress"]));
-        assert_eq!(objs[3]["roleRef"]["name"], "edit");
+        assert_eq!(objs[3]["roleRef"]["name"], DEPLOYER);
         assert_eq!(
             namespace_labels(&iso)["pod-security.kubernetes.io/enforce"],
             "restricted"

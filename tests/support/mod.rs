@@ -6,10 +6,12 @@ pub mod tools;
 
 use github_standin::{Config as StandInConfig, NewPr, StandIn};
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::ClusterRole;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, CustomResourceExt, ResourceExt};
 use prenv::model::{PreviewEnvironment, PreviewTemplate};
+use serde::Deserialize;
 use serde_json::json;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -21,6 +23,8 @@ use tokio::sync::OnceCell;
 pub const SECRET: &str = "test-webhook-secret";
 pub const TOKEN: &str = "ghp_prenvtesttoken";
 pub const BOT: &str = "prenv-bot";
+/// The ClusterRole prenv binds each preview's deployer to by default.
+pub const DEPLOYER_ROLE: &str = "prenv-deployer";
 
 /// The kubeconfig of the test cluster (a real node: `scripts/cluster.sh`). `PRENV_TEST_KUBECONFIG`
 /// names a running one (the README's test command starts one and sets it); otherwise one is
@@ -75,15 +79,64 @@ pub fn registry() -> &'static str {
     })
 }
 
-pub async fn client() -> Client {
+async fn admin_config() -> kube::Config {
     let kubeconfig =
         kube::config::Kubeconfig::read_from(kubeconfig()).expect("kubeconfig readable");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+    kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
-        .expect("kubeconfig valid");
-    let client = Client::try_from(config).expect("client");
+        .expect("kubeconfig valid")
+}
+
+/// A client acting as `namespace`'s ServiceAccount `name` (what a pod running as it, or a
+/// stolen token of it, could do).
+pub async fn client_as(namespace: &str, name: &str) -> Client {
+    let mut config = admin_config().await;
+    config.auth_info.impersonate = Some(format!("system:serviceaccount:{namespace}:{name}"));
+    Client::try_from(config).expect("impersonating client")
+}
+
+pub async fn client() -> Client {
+    let client = Client::try_from(admin_config().await).expect("client");
     install_crds(&client).await;
+    install_deployer_role(&client).await;
     client
+}
+
+/// The deployer's ClusterRoles as the chart makes them (from `deploy/prenv.yaml`, which
+/// `tests/chart.rs` keeps equal to the chart), so that prenv run by the tests binds the same
+/// role an installed prenv does. Waits until aggregation has filled in its rules.
+async fn install_deployer_role(client: &Client) {
+    static DONE: OnceCell<()> = OnceCell::const_new();
+    DONE.get_or_init(|| async {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prenv.yaml");
+        let yaml = std::fs::read_to_string(&path).expect("deploy/prenv.yaml");
+        let api: Api<ClusterRole> = Api::all(client.clone());
+        for doc in serde_yaml_ng::Deserializer::from_str(&yaml) {
+            let doc = serde_json::Value::deserialize(doc).expect("deploy/prenv.yaml parses");
+            let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+            if doc["kind"] != "ClusterRole" || !name.starts_with(DEPLOYER_ROLE) {
+                continue;
+            }
+            let role: ClusterRole = serde_json::from_value(doc.clone()).expect("a ClusterRole");
+            api.patch(
+                name,
+                &PatchParams::apply("prenv-tests").force(),
+                &Patch::Apply(&role),
+            )
+            .await
+            .expect("deployer ClusterRole applied");
+        }
+        wait_for(
+            "the deployer's ClusterRole aggregated",
+            Duration::from_secs(30),
+            || async {
+                let role = api.get(DEPLOYER_ROLE).await.ok()?;
+                role.rules.filter(|r| !r.is_empty()).map(|_| ())
+            },
+        )
+        .await;
+    })
+    .await;
 }
 
 /// Install prenv's CRDs once per test binary (idempotent server-side apply) and wait until the

@@ -115,3 +115,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- . | toString }}
 {{- end }}
 {{- end }}
+
+{{/* The ClusterRole bound to each preview's deployer: a given one, or the chart's own. */}}
+{{- define "prenv.deployerRole" -}}
+{{- default (printf "%s-deployer" (include "prenv.fullname" .)) .Values.config.deployerClusterRole }}
+{{- end }}
