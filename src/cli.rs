@@ -3,7 +3,7 @@
 use crate::github::{Auth, GitHubConfig};
 use crate::receive::signature::Secrets;
 use crate::reconcile::Settings;
-use crate::reconcile::fence::{ObjectRules, Platform, PodSecurity, quantity};
+use crate::reconcile::fence::{ObjectRules, Platform, PodSecurity, ReservedNamespaces, quantity};
 use crate::serve::ServeConfig;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
@@ -131,6 +131,10 @@ pub struct ServeArgs {
     /// LoadBalancer, ExternalName, externalIPs).
     #[arg(long, env = "PRENV_ALLOW_EXTERNAL_SERVICES")]
     pub allow_external_services: bool,
+    /// Namespaces no preview may be, besides `kube-*`, `default`, prenv's own and each
+    /// template's own (names or patterns with `*`, comma-separated; e.g. `platform-*,monitoring`).
+    #[arg(long, env = "PRENV_RESERVED_NAMESPACES", value_delimiter = ',')]
+    pub reserved_namespaces: Vec<String>,
     /// Only serve PreviewTemplates and PreviewEnvironments in this namespace (default: all
     /// namespaces).
     #[arg(long, env = "PRENV_NAMESPACE")]
@@ -174,6 +178,8 @@ pub enum ConfigError {
         "no webhook secret: set --webhook-secret / PRENV_WEBHOOK_SECRET or --webhook-secret-file (or, for a local experiment only, --insecure-no-webhook-secret)"
     )]
     NoSecret,
+    #[error("--reserved-namespaces: {0}")]
+    ReservedNamespaces(String),
 }
 
 impl ServeArgs {
@@ -229,6 +235,17 @@ impl ServeArgs {
                 "no GitHub credentials: environments work, but nothing is reported on pull requests"
             );
         }
+        // prenv's own namespace: where its Lease lives, and where its pod runs.
+        let own = [
+            self.lease_namespace.clone(),
+            std::env::var("POD_NAMESPACE").ok(),
+        ];
+        let reserved_namespaces = ReservedNamespaces::new(
+            trimmed(self.reserved_namespaces)
+                .into_iter()
+                .chain(own.into_iter().flatten().filter(|n| !n.is_empty())),
+        )
+        .map_err(ConfigError::ReservedNamespaces)?;
         let platform = Platform {
             deployer_cluster_role: self.deployer_cluster_role,
             ingress_namespaces: trimmed(self.ingress_namespaces),
@@ -240,6 +257,7 @@ impl ServeArgs {
                 allowed_pod_kinds: trimmed(self.allowed_pod_kinds),
                 allow_external_services: self.allow_external_services,
             },
+            reserved_namespaces,
         };
         Ok(ServeConfig {
             platform,

@@ -6,6 +6,7 @@ use crate::model::AppliedKind;
 use crate::naming;
 use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{
     ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
     PostParams,
@@ -204,37 +205,88 @@ pub async fn ensure_namespace(
     extra_labels: &BTreeMap<String, String>,
 ) -> Result<(), ApplyError> {
     let api: Api<Namespace> = Api::all(client.clone());
-    let ns_err = |source| ApplyError::Namespace {
+    let seen = api.get_opt(name).await.map_err(|e| ns_err(name, e))?;
+    claim_namespace(client, name, env_namespace, env_name, extra_labels, seen).await
+}
+
+fn ns_err(name: &str, source: kube::Error) -> ApplyError {
+    ApplyError::Namespace {
         name: name.to_string(),
         source,
+    }
+}
+
+/// Make `name` this environment's namespace, given what a read just `seen` of it.
+///
+/// Nothing seen: the namespace is created (never applied), so if another party created it
+/// since the read, the create fails and it is judged as someone else's instead of being
+/// adopted. Seen and ours: it is updated by an apply that carries the resourceVersion seen,
+/// so a namespace deleted and re-made by someone else in between is not adopted either.
+pub async fn claim_namespace(
+    client: &Client,
+    name: &str,
+    env_namespace: &str,
+    env_name: &str,
+    extra_labels: &BTreeMap<String, String>,
+    mut seen: Option<Namespace>,
+) -> Result<(), ApplyError> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let mut labels = naming::owned_labels(env_namespace, env_name);
+    labels.extend(extra_labels.clone());
+    let annotations = naming::owned_annotations(env_namespace, env_name);
+    let mut body = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            labels: Some(labels.clone()),
+            annotations: Some(annotations.clone()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
     };
-    if let Some(existing) = api.get_opt(name).await.map_err(ns_err)? {
+    // A conflict means the namespace changed under us: read it again and judge it afresh.
+    for _ in 0..3 {
+        let Some(existing) = seen.take() else {
+            let params = PostParams {
+                field_manager: Some(naming::FIELD_MANAGER.into()),
+                ..PostParams::default()
+            };
+            match api.create(&params, &body).await {
+                Ok(_) => return Ok(()),
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    seen = api.get_opt(name).await.map_err(|e| ns_err(name, e))?;
+                    continue;
+                }
+                Err(e) => return Err(ns_err(name, e)),
+            }
+        };
         if !naming::is_owned_by(existing.metadata.labels.as_ref(), env_namespace, env_name) {
             return Err(ApplyError::NamespaceConflict(name.to_string()));
         }
         if existing.metadata.deletion_timestamp.is_some() {
             return Err(ApplyError::NamespaceTerminating(name.to_string()));
         }
+        if contains_all(existing.metadata.labels.as_ref(), &labels)
+            && contains_all(existing.metadata.annotations.as_ref(), &annotations)
+        {
+            return Ok(());
+        }
+        body.metadata.resource_version = existing.metadata.resource_version.clone();
+        let patch = PatchParams::apply(naming::FIELD_MANAGER).force();
+        match api.patch(name, &patch, &Patch::Apply(&body)).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                seen = api.get_opt(name).await.map_err(|e| ns_err(name, e))?;
+            }
+            Err(e) => return Err(ns_err(name, e)),
+        }
     }
-    let mut labels = naming::owned_labels(env_namespace, env_name);
-    labels.extend(extra_labels.clone());
-    let body = json!({
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {
-            "name": name,
-            "labels": labels,
-            "annotations": naming::owned_annotations(env_namespace, env_name),
-        },
-    });
-    api.patch(
-        name,
-        &PatchParams::apply(naming::FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .map_err(ns_err)?;
-    Ok(())
+    Err(ApplyError::NamespaceConflict(name.to_string()))
+}
+
+/// Whether `have` holds every entry of `want`.
+fn contains_all(have: Option<&BTreeMap<String, String>>, want: &BTreeMap<String, String>) -> bool {
+    want.iter()
+        .all(|(k, v)| have.and_then(|h| h.get(k)) == Some(v))
 }
 
 /// Delete this environment's namespaces other than `keep` (left behind when the template's

@@ -8,7 +8,9 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+mod namespaces;
 mod rendered;
+pub use namespaces::ReservedNamespaces;
 pub use rendered::{ObjectRules, PRENV_SERVICE_ACCOUNTS, check_objects, check_objects_with};
 
 /// The ServiceAccount (and RoleBinding) rendered objects are applied as.
@@ -63,6 +65,8 @@ pub struct Platform {
     pub allow_egress: bool,
     /// Which rendered objects beyond the defaults the platform allows.
     pub objects: ObjectRules,
+    /// Namespaces no preview may be.
+    pub reserved_namespaces: ReservedNamespaces,
 }
 
 impl Default for Platform {
@@ -84,6 +88,7 @@ impl Default for Platform {
             allow_network_policy_opt_out: false,
             allow_egress: false,
             objects: ObjectRules::default(),
+            reserved_namespaces: ReservedNamespaces::default(),
         }
     }
 }
@@ -100,6 +105,8 @@ pub enum FenceError {
         name: String,
         reason: String,
     },
+    #[error("{0}")]
+    ReservedNamespace(String),
 }
 
 impl FenceError {
@@ -108,6 +115,7 @@ impl FenceError {
             FenceError::Invalid(_) => "InvalidIsolation",
             FenceError::TooLoose(_) => "IsolationNotAllowed",
             FenceError::Forbidden { .. } => "ObjectRejected",
+            FenceError::ReservedNamespace(_) => "ReservedNamespace",
         }
     }
 }

@@ -591,6 +591,13 @@ async fn pipeline(
     if let Err(e) = fence::check_objects_with(&objects, &ctx.platform.objects) {
         return Ok(fence_failed(e));
     }
+    if let Err(e) = ctx
+        .platform
+        .reserved_namespaces
+        .check(&preview_ns, namespace)
+    {
+        return Ok(fence_failed(e));
+    }
     let quota = match fence::check(isolation, &ctx.platform) {
         Ok(q) => q,
         Err(e) => return Ok(fence_failed(e)),
