@@ -6,6 +6,7 @@
 pub mod checks;
 pub mod dedupe;
 pub mod limits;
+pub mod peers;
 pub mod server;
 pub mod signature;
 
@@ -81,7 +82,7 @@ pub fn router(receiver: Arc<Receiver>) -> Router {
         .route("/webhooks/github", post(github_webhook))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(
-            limits::BodyBudget::default(),
+            limits::Limits::default(),
             limits::limit_body,
         ))
         .with_state(receiver)
