@@ -2,6 +2,9 @@
 //! changes nothing in the cluster, slow senders are cut off, and prenv stays healthy and keeps
 //! taking genuine deliveries afterwards.
 
+// The receiver under load: its own file, to keep this one readable.
+#[path = "receiver/pressure.rs"]
+mod pressure;
 mod support;
 
 use github_standin::NewPr;
@@ -126,8 +129,13 @@ async fn assert_genuine_delivery_works(s: &Scenario, title: &str) {
     assert_eq!(answer["result"], "handled", "{answer}");
     s.wait_env(number, "environment of a genuine delivery", |_| true)
         .await;
+    close_and_wait_gone(s, number).await;
+}
+
+/// Close pull request `number` and deliver that; its environment is removed.
+async fn close_and_wait_gone(s: &Scenario, number: u64) {
     let closed = s.github.close(&s.repo, number, false).await.expect("close");
-    let (code, answer) = Delivery::signed("pull_request", &unique("genuine"), &closed.body_bytes)
+    let (code, answer) = Delivery::signed("pull_request", &unique("close"), &closed.body_bytes)
         .send(&s.prenv.webhook_url())
         .await;
     assert_eq!(code, 200, "{answer}");
@@ -435,12 +443,7 @@ async fn a_delivery_id_is_acted_on_once() {
     })
     .await;
 
-    let closed = s.github.close(&s.repo, number, false).await.expect("close");
-    let (code, answer) = Delivery::signed("pull_request", &unique("close"), &closed.body_bytes)
-        .send(&url)
-        .await;
-    assert_eq!(code, 200, "{answer}");
-    s.wait_env_gone(number).await;
+    close_and_wait_gone(&s, number).await;
 }
 
 /// How a raw connection ended.
@@ -601,12 +604,7 @@ async fn slow_senders_are_cut_off_after_the_request_timeout() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     assert_healthy(&s).await;
-    let closed = s.github.close(&s.repo, number, false).await.expect("close");
-    let (code, answer) = Delivery::signed("pull_request", &unique("close"), &closed.body_bytes)
-        .send(&s.prenv.webhook_url())
-        .await;
-    assert_eq!(code, 200, "{answer}");
-    s.wait_env_gone(number).await;
+    close_and_wait_gone(&s, number).await;
     assert_no_environment(&s).await;
     assert_genuine_delivery_works(&s, "After the slow ones").await;
 }

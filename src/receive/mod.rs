@@ -4,7 +4,9 @@
 //! GitHub feedback) happens in the controller.
 
 pub mod checks;
+pub mod dedupe;
 pub mod limits;
+pub mod peers;
 pub mod server;
 pub mod signature;
 
@@ -21,6 +23,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use dedupe::{Claim, Dedupe};
 use kube::ResourceExt;
 use kube::runtime::reflector::Store;
 use octocrab::models::webhook_events::{WebhookEvent, WebhookEventPayload};
@@ -42,7 +45,7 @@ pub struct Receiver {
     templates: Store<PreviewTemplate>,
     ready: crate::serve::Ready,
     intake: Arc<Intake>,
-    seen: moka::sync::Cache<String, ()>,
+    seen: Dedupe,
     metrics: Arc<Metrics>,
 }
 
@@ -69,10 +72,7 @@ impl Receiver {
             ready,
             intake,
             metrics,
-            seen: moka::sync::Cache::builder()
-                .max_capacity(DEDUPE_CAPACITY)
-                .time_to_live(DEDUPE_WINDOW)
-                .build(),
+            seen: Dedupe::new(DEDUPE_CAPACITY, DEDUPE_WINDOW),
         }
     }
 }
@@ -82,7 +82,7 @@ pub fn router(receiver: Arc<Receiver>) -> Router {
         .route("/webhooks/github", post(github_webhook))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(
-            limits::BodyBudget::default(),
+            limits::Limits::default(),
             limits::limit_body,
         ))
         .with_state(receiver)
@@ -212,44 +212,43 @@ async fn answer(
 
 /// Claim a delivery that passed every check, or the answer when it must not be acted on: a
 /// duplicate, or the caches are not ready. Only a delivery that passed every check claims its
-/// id, so a rejected or failed one can be redelivered.
-async fn claim(receiver: &Receiver, delivery: &str) -> Result<(), Reply> {
-    if !receiver
-        .seen
-        .entry(delivery.to_string())
-        // `or_insert_with` coalesces concurrent calls for one key (plain `or_insert` does not),
-        // so of two copies arriving together exactly one is fresh.
-        .or_insert_with(|| ())
-        .is_fresh()
-    {
+/// id, so a rejected one can be redelivered; the claim is given back unless [`settle`] keeps
+/// it, so a failed one or one cut off by the request timeout can be too.
+async fn claim<'a>(receiver: &'a Receiver, delivery: &str) -> Result<Claim<'a>, Reply> {
+    let Some(claim) = receiver.seen.claim(delivery) else {
         return Err(Reply(
             StatusCode::OK,
             json!({"result": "duplicate", "reason": "delivery already handled"}),
         ));
-    }
+    };
     if !matches!(
         tokio::time::timeout(CACHE_WAIT, receiver.ready.clone().wait_for(|r| *r)).await,
         Ok(Ok(_))
     ) {
-        receiver.seen.invalidate(delivery);
         return Err(reject(
             StatusCode::SERVICE_UNAVAILABLE,
             "template cache not ready yet",
         ));
     }
-    Ok(())
+    Ok(claim)
 }
 
-/// A claimed delivery that could not be carried out everywhere: 503, and the claim is
-/// released so that GitHub's redelivery is acted on.
-fn unclaim(
-    receiver: &Receiver,
-    delivery: &str,
+/// Keep a claimed delivery's id unless it could not be carried out (a 5xx): GitHub's
+/// redelivery of that must be acted on.
+fn settle(claim: Claim<'_>, reply: Reply) -> Reply {
+    if !reply.0.is_server_error() {
+        claim.keep();
+    }
+    reply
+}
+
+/// A claimed delivery that could not be carried out everywhere: 503 (so its claim is given
+/// back, and GitHub's redelivery is acted on).
+fn incomplete(
     error: &str,
     failed: Vec<serde_json::Value>,
     environments: serde_json::Value,
 ) -> Reply {
-    receiver.seen.invalidate(delivery);
     Reply(
         StatusCode::SERVICE_UNAVAILABLE,
         json!({"error": error, "failed": failed, "environments": environments}),
@@ -277,16 +276,21 @@ async fn handle_issue_comment(receiver: &Receiver, delivery: &str, body: &[u8]) 
         }
         Err(e) => return reject(StatusCode::BAD_REQUEST, e),
     };
-    if let Err(reply) = claim(receiver, delivery).await {
-        return reply;
+    match claim(receiver, delivery).await {
+        Ok(claim) => settle(claim, redeploy(receiver, &command).await),
+        Err(reply) => reply,
     }
+}
+
+/// Carry out a `/preview` command from a claimed delivery.
+async fn redeploy(receiver: &Receiver, command: &CommentCommand) -> Reply {
     let templates = receiver.serving(&command.repository);
     if templates.is_empty() {
         return not_served(&command.repository);
     }
     let trust = receiver.intake.trust();
     if let Command::Unknown(word) = &command.command {
-        react(trust, &command, "confused");
+        react(trust, command, "confused");
         return Reply(
             StatusCode::ACCEPTED,
             json!({"result": "unknown_command", "reason": format!("/preview {word} is not a command (try /preview redeploy)")}),
@@ -323,9 +327,7 @@ async fn handle_issue_comment(receiver: &Receiver, delivery: &str, body: &[u8]) 
         }
     }
     if !failed.is_empty() {
-        return unclaim(
-            receiver,
-            delivery,
+        return incomplete(
             "could not reach every environment",
             failed,
             json!(redeploying),
@@ -337,7 +339,7 @@ async fn handle_issue_comment(receiver: &Receiver, delivery: &str, body: &[u8]) 
         (true, false) => ("-1", "denied"),
         (true, true) => ("confused", "no_environment"),
     };
-    react(trust, &command, reaction);
+    react(trust, command, reaction);
     Reply(
         StatusCode::OK,
         json!({"result": result, "command": "redeploy", "environments": redeploying, "denied": denied}),
@@ -395,9 +397,19 @@ async fn handle_pull_request(
         }),
         _ => None,
     };
-    if let Err(reply) = claim(receiver, delivery).await {
-        return reply;
+    match claim(receiver, delivery).await {
+        Ok(claim) => settle(claim, act(receiver, action, &state, label.as_ref()).await),
+        Err(reply) => reply,
     }
+}
+
+/// Write the environments of a claimed `pull_request` delivery.
+async fn act(
+    receiver: &Receiver,
+    action: PrAction,
+    state: &decide::PullRequestState,
+    label: Option<&LabelEvent>,
+) -> Reply {
     let repository = state.facts.repository.clone();
     let templates = receiver.serving(&repository);
     let mut outcomes = Vec::new();
@@ -405,7 +417,7 @@ async fn handle_pull_request(
     for template in templates {
         match receiver
             .intake
-            .handle(action, &state, &template, label.as_ref())
+            .handle(action, state, &template, label)
             .await
         {
             Ok(outcome) => {
@@ -419,13 +431,7 @@ async fn handle_pull_request(
         }
     }
     if !failed.is_empty() {
-        return unclaim(
-            receiver,
-            delivery,
-            "could not write every environment",
-            failed,
-            json!(outcomes),
-        );
+        return incomplete("could not write every environment", failed, json!(outcomes));
     }
     if outcomes.is_empty() {
         return not_served(&repository);

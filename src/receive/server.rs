@@ -4,8 +4,9 @@
 //! timeout instead of holding a connection (and a file descriptor the Kubernetes client needs)
 //! for ever.
 
-use axum::Router;
+use axum::extract::ConnectInfo;
 use axum::http::StatusCode;
+use axum::{Extension, Router};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -96,7 +97,8 @@ async fn serve_with_grace(
                 }
             },
         };
-        let service = TowerToHyperService::new(app.clone());
+        // The peer's address, for limits counted per sender.
+        let service = TowerToHyperService::new(app.clone().layer(Extension(ConnectInfo(peer))));
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
