@@ -138,16 +138,14 @@ pub fn serves(template: &PreviewTemplateSpec, repository: &str) -> bool {
     template.repository.eq_ignore_ascii_case(repository)
 }
 
-/// Decide for one template. The caller has checked [`serves`] and judged the head's trust;
-/// `existing` is the environment's current spec, whose approval an untrusted push keeps (the
-/// approved head stays deployed).
+/// Decide for one template. The caller has checked [`serves`] and judged the head's trust
+/// (the verdict carries the earlier approval that still stands, whose head stays deployed).
 pub fn decide(
     action: PrAction,
     state: &PullRequestState,
     template_name: &str,
     template: &PreviewTemplateSpec,
     verdict: &Verdict,
-    existing: Option<&PreviewEnvironmentSpec>,
 ) -> Decision {
     if action == PrAction::Closed || !state.open {
         return Decision::Delete {
@@ -168,8 +166,8 @@ pub fn decide(
                 by: by.clone(),
             });
         }
-        Verdict::Untrusted { reason } => {
-            spec.approved = existing.and_then(|e| e.approved.clone());
+        Verdict::Untrusted { reason, keep } => {
+            spec.approved = keep.clone();
             spec.awaiting_approval = Some(reason.clone());
         }
     }
@@ -231,7 +229,7 @@ mod tests {
 
     /// The decision for a trusted head of pull request `state` under template `t` ("shop").
     fn trusted(action: PrAction, state: &PullRequestState, t: &PreviewTemplateSpec) -> Decision {
-        decide(action, state, "shop", t, &Verdict::Trusted, None)
+        decide(action, state, "shop", t, &Verdict::Trusted)
     }
     use crate::reconcile::render::tests::pr;
 
@@ -369,9 +367,9 @@ mod tests {
         s.facts.fork = true;
         let untrusted = Verdict::Untrusted {
             reason: "needs approval".into(),
+            keep: None,
         };
-        let Decision::Apply(spec) =
-            decide(PrAction::Opened, &s, "shop", &template(), &untrusted, None)
+        let Decision::Apply(spec) = decide(PrAction::Opened, &s, "shop", &template(), &untrusted)
         else {
             panic!("an environment waiting for approval");
         };
@@ -381,8 +379,7 @@ mod tests {
         let approved = Verdict::Approved {
             by: "maintainer".into(),
         };
-        let Decision::Apply(spec) =
-            decide(PrAction::Labeled, &s, "shop", &template(), &approved, None)
+        let Decision::Apply(spec) = decide(PrAction::Labeled, &s, "shop", &template(), &approved)
         else {
             panic!("approved");
         };
@@ -391,14 +388,13 @@ mod tests {
         // A new push: the approved head stays deployable, the new one waits.
         let mut pushed = s.clone();
         pushed.facts.head_sha = "f".repeat(40);
-        let Decision::Apply(next) = decide(
-            PrAction::Synchronize,
-            &pushed,
-            "shop",
-            &template(),
-            &untrusted,
-            Some(&spec),
-        ) else {
+        let still = Verdict::Untrusted {
+            reason: "needs approval".into(),
+            keep: spec.approved.clone(),
+        };
+        let Decision::Apply(next) =
+            decide(PrAction::Synchronize, &pushed, "shop", &template(), &still)
+        else {
             panic!("waiting");
         };
         assert_eq!(next.head_sha, "f".repeat(40));

@@ -83,9 +83,10 @@ pub fn render_files(template_file: &Path, event_file: &Path) -> Result<String, D
     let verdict = trust::offline_verdict(&template.spec.trust, &state.facts).unwrap_or_else(|| {
         Verdict::Untrusted {
             reason: trust::untrusted_reason(&template.spec.trust, &state.facts, None),
+            keep: None,
         }
     });
-    let spec = match decide::decide(action, &state, &name, &template.spec, &verdict, None) {
+    let spec = match decide::decide(action, &state, &name, &template.spec, &verdict) {
         Decision::Apply(spec) => *spec,
         Decision::Delete { reason } => {
             let _ = writeln!(

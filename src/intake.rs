@@ -81,11 +81,21 @@ impl Intake {
         template: &PreviewTemplate,
         label: Option<&LabelEvent>,
     ) -> Result<Outcome, IntakeError> {
-        let existing = self.existing(template, state.facts.number).await?;
-        let existing = existing.as_ref().map(|e| &e.spec);
+        let found = self.existing(template, state.facts.number).await?;
+        let existing = found.as_ref().map(|e| &e.spec);
+        let deployed = found
+            .as_ref()
+            .and_then(|e| e.status.as_ref())
+            .and_then(|s| s.observed_head_sha.as_deref());
         let verdict = if state.open {
             self.trust
-                .assess(&template.spec.trust, &state.facts, label, existing)
+                .assess(
+                    &template.spec.trust,
+                    &state.facts,
+                    label,
+                    existing,
+                    deployed,
+                )
                 .await
         } else {
             // Closing needs no trust.
@@ -97,7 +107,6 @@ impl Intake {
             &template.name_any(),
             &template.spec,
             &verdict,
-            existing,
         );
         self.carry_out(
             template,

@@ -102,8 +102,10 @@ pub struct Trust {
     /// Deploy pull requests from forks without approval.
     #[serde(default)]
     pub allow_forks: bool,
-    /// Author associations trusted to deploy from a fork.
-    #[serde(default = "default_associations")]
+    /// Author associations trusted from a fork *without* asking GitHub (none by default).
+    /// An association is not a permission (a COLLABORATOR may be read-only): by default
+    /// trust comes from the collaborator-permission API (write, maintain or admin).
+    #[serde(default)]
     pub associations: Vec<String>,
     /// Label that, added by someone with write access, approves a fork's head for deployment.
     #[serde(default = "default_approval_label")]
@@ -126,7 +128,7 @@ impl Default for Trust {
     fn default() -> Self {
         Self {
             allow_forks: false,
-            associations: default_associations(),
+            associations: Vec::new(),
             approval_label: default_approval_label(),
             secrets_for_forks: false,
         }
@@ -245,11 +247,6 @@ fn yes() -> bool {
 }
 fn any_branch() -> String {
     ".*".to_string()
-}
-fn default_associations() -> Vec<String> {
-    ["OWNER", "MEMBER", "COLLABORATOR"]
-        .map(String::from)
-        .to_vec()
 }
 fn default_approval_label() -> String {
     "preview:approved".to_string()

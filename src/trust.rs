@@ -1,10 +1,13 @@
 //! Trust: whether a pull request's code may run in the cluster. A PR from a fork runs only if
-//! its author is trusted (association, confirmed through GitHub's permission API since
-//! deliveries show private org members as CONTRIBUTOR) or someone with write access — not the
-//! author — approved its current head by adding the approval label.
+//! its author has write access to the repository (GitHub's collaborator-permission API: write,
+//! maintain or admin; an author association is not a permission — a COLLABORATOR may be
+//! read-only, and private org members show up as CONTRIBUTOR) or someone with write access —
+//! not the author — approved its current head by adding the approval label. An approval
+//! holds for the head it was given on, and only while the label stays on the pull request
+//! (removing it revokes the approval of any head not deployed yet).
 
 use crate::github::GitHub;
-use crate::model::{PreviewEnvironmentSpec, Trust as TrustSpec};
+use crate::model::{Approval, PreviewEnvironmentSpec, Trust as TrustSpec};
 use http::Method;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +22,12 @@ pub enum Verdict {
     Trusted,
     /// The current head was approved by this login.
     Approved { by: String },
-    /// The current head may not run; the reason is for the PR comment.
-    Untrusted { reason: String },
+    /// The current head may not run; the reason is for the PR comment. `keep` is the earlier
+    /// approval that still stands (its head stays deployed).
+    Untrusted {
+        reason: String,
+        keep: Option<Approval>,
+    },
 }
 
 /// A label being added, as a `pull_request.labeled` delivery reports it.
@@ -30,7 +37,8 @@ pub struct LabelEvent {
     pub sender: String,
 }
 
-/// What can be decided without asking GitHub: `Some` when that settles it.
+/// What can be decided without asking GitHub: `Some` when that settles it. Associations
+/// count only where the template lists them (none by default).
 pub fn offline_verdict(trust: &TrustSpec, facts: &PreviewEnvironmentSpec) -> Option<Verdict> {
     if !facts.fork || trust.allow_forks {
         return Some(Verdict::Trusted);
@@ -40,6 +48,19 @@ pub fn offline_verdict(trust: &TrustSpec, facts: &PreviewEnvironmentSpec) -> Opt
         .then_some(Verdict::Trusted)
 }
 
+/// The earlier approval that still stands for `facts`: while the approval label is on the
+/// pull request, or for the head already deployed (`deployed`), which keeps running.
+pub fn standing_approval(
+    trust: &TrustSpec,
+    facts: &PreviewEnvironmentSpec,
+    existing: Option<&PreviewEnvironmentSpec>,
+    deployed: Option<&str>,
+) -> Option<Approval> {
+    let approval = existing.and_then(|e| e.approved.as_ref())?;
+    let labelled = facts.labels.contains(&trust.approval_label);
+    (labelled || deployed == Some(approval.head_sha.as_str())).then(|| approval.clone())
+}
+
 /// Why a fork's head is not deployed, in words for its author.
 pub fn untrusted_reason(
     trust: &TrustSpec,
@@ -47,7 +68,18 @@ pub fn untrusted_reason(
     existing: Option<&PreviewEnvironmentSpec>,
 ) -> String {
     let label = &trust.approval_label;
+    let revoked = existing
+        .and_then(|e| e.approved.as_ref())
+        .filter(|_| !facts.labels.contains(label));
     match existing.and_then(|e| e.approved.as_ref()) {
+        Some(approval) if revoked.is_some() => {
+            let short: String = approval.head_sha.chars().take(7).collect();
+            format!(
+                "The approval of {short} by {} was withdrawn (the label {label} was removed). \
+                 Someone with write access to {} can approve the current head by adding the label {label}.",
+                approval.by, facts.repository
+            )
+        }
         Some(approval) if approval.head_sha != facts.head_sha => {
             let short: String = approval.head_sha.chars().take(7).collect();
             format!(
@@ -82,18 +114,20 @@ impl TrustChecker {
     }
 
     /// The verdict for `facts`' head under `trust`. `label` is the label a `labeled`
-    /// delivery just added; `existing` the environment's current spec.
+    /// delivery just added; `existing` the environment's current spec and `deployed` the head
+    /// it runs.
     pub async fn assess(
         &self,
         trust: &TrustSpec,
         facts: &PreviewEnvironmentSpec,
         label: Option<&LabelEvent>,
         existing: Option<&PreviewEnvironmentSpec>,
+        deployed: Option<&str>,
     ) -> Verdict {
         if let Some(verdict) = offline_verdict(trust, facts) {
             return verdict;
         }
-        // Private org members show up as CONTRIBUTOR: ask GitHub what the author may do.
+        // Associations are not permissions: ask GitHub what the author may do.
         if self.can_write(&facts.repository, &facts.author).await == Some(true) {
             return Verdict::Trusted;
         }
@@ -106,8 +140,9 @@ impl TrustChecker {
                 by: event.sender.clone(),
             };
         }
-        // An approval holds for the head it was given on.
-        if let Some(approval) = existing.and_then(|e| e.approved.as_ref())
+        // An approval holds for the head it was given on, while it stands.
+        let keep = standing_approval(trust, facts, existing, deployed);
+        if let Some(approval) = &keep
             && approval.head_sha == facts.head_sha
         {
             return Verdict::Approved {
@@ -116,11 +151,12 @@ impl TrustChecker {
         }
         Verdict::Untrusted {
             reason: untrusted_reason(trust, facts, existing),
+            keep,
         }
     }
 
     /// Whether `user` (author association `association`) may give prenv commands on pull
-    /// requests of `repository`: a trusted association under `trust`, or write access.
+    /// requests of `repository`: write access, or an association the template lists.
     pub async fn may_command(
         &self,
         trust: &TrustSpec,
@@ -182,25 +218,26 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn same_repository_and_trusted_associations_pass_without_github() {
+    async fn same_repository_and_allowed_forks_pass_without_github() {
         let checker = TrustChecker::new(None);
         let trust = TrustSpec::default();
         assert_eq!(
-            checker.assess(&trust, &pr(), None, None).await,
+            checker.assess(&trust, &pr(), None, None, None).await,
             Verdict::Trusted
         );
-        assert_eq!(
+        // An association alone is not trusted: without GitHub nothing confirms write access.
+        assert!(matches!(
             checker
-                .assess(&trust, &fork("COLLABORATOR"), None, None)
+                .assess(&trust, &fork("COLLABORATOR"), None, None, None)
                 .await,
-            Verdict::Trusted
-        );
+            Verdict::Untrusted { .. }
+        ));
         let open = TrustSpec {
             allow_forks: true,
             ..TrustSpec::default()
         };
         assert_eq!(
-            checker.assess(&open, &fork("NONE"), None, None).await,
+            checker.assess(&open, &fork("NONE"), None, None, None).await,
             Verdict::Trusted
         );
     }
@@ -218,36 +255,106 @@ mod tests {
                     sender: "maintainer".into(),
                 }),
                 None,
+                None,
             )
             .await;
         // Without GitHub nobody's write access can be confirmed.
         assert!(
-            matches!(verdict, Verdict::Untrusted { reason } if reason.contains("preview:approved"))
+            matches!(verdict, Verdict::Untrusted { reason, keep: None } if reason.contains("preview:approved"))
         );
+    }
+
+    /// A fork PR whose head `maintainer` approved; the label still on it if `labelled`.
+    fn approved_fork(
+        trust: &TrustSpec,
+        labelled: bool,
+    ) -> (PreviewEnvironmentSpec, PreviewEnvironmentSpec, Approval) {
+        let mut facts = fork("CONTRIBUTOR");
+        if labelled {
+            facts.labels.push(trust.approval_label.clone());
+        }
+        let approval = Approval {
+            head_sha: facts.head_sha.clone(),
+            by: "maintainer".into(),
+        };
+        let mut existing = facts.clone();
+        existing.approved = Some(approval.clone());
+        (facts, existing, approval)
     }
 
     #[tokio::test]
     async fn approval_holds_for_its_head_only() {
         let checker = TrustChecker::new(None);
         let trust = TrustSpec::default();
-        let facts = fork("CONTRIBUTOR");
-        let mut existing = facts.clone();
-        existing.approved = Some(Approval {
-            head_sha: facts.head_sha.clone(),
-            by: "maintainer".into(),
-        });
+        let (facts, existing, approval) = approved_fork(&trust, true);
         assert_eq!(
-            checker.assess(&trust, &facts, None, Some(&existing)).await,
+            checker
+                .assess(&trust, &facts, None, Some(&existing), None)
+                .await,
             Verdict::Approved {
                 by: "maintainer".into()
             }
         );
         let mut pushed = facts.clone();
         pushed.head_sha = "f".repeat(40);
-        let verdict = checker.assess(&trust, &pushed, None, Some(&existing)).await;
+        let verdict = checker
+            .assess(&trust, &pushed, None, Some(&existing), None)
+            .await;
         assert!(
-            matches!(&verdict, Verdict::Untrusted { reason } if reason.contains("New commits since maintainer approved")),
+            matches!(&verdict, Verdict::Untrusted { reason, keep: Some(kept) }
+                if reason.contains("New commits since maintainer approved") && *kept == approval),
             "{verdict:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn removing_the_label_revokes_what_is_not_deployed_yet() {
+        let checker = TrustChecker::new(None);
+        let trust = TrustSpec::default();
+        let (facts, existing, approval) = approved_fork(&trust, false);
+        // Approved but not deployed yet: the approval is gone, and the comment says so.
+        let verdict = checker
+            .assess(&trust, &facts, None, Some(&existing), None)
+            .await;
+        assert!(
+            matches!(&verdict, Verdict::Untrusted { reason, keep: None } if reason.contains("withdrawn")),
+            "{verdict:?}"
+        );
+        // Already deployed: that head keeps running (and stays approved).
+        let deployed = Some(facts.head_sha.as_str());
+        assert_eq!(
+            checker
+                .assess(&trust, &facts, None, Some(&existing), deployed)
+                .await,
+            Verdict::Approved {
+                by: "maintainer".into()
+            }
+        );
+        // A newer head after the withdrawal: the deployed one stays, the new one waits.
+        let mut pushed = facts.clone();
+        pushed.head_sha = "f".repeat(40);
+        let verdict = checker
+            .assess(&trust, &pushed, None, Some(&existing), deployed)
+            .await;
+        assert!(
+            matches!(&verdict, Verdict::Untrusted { keep: Some(kept), .. } if *kept == approval),
+            "{verdict:?}"
+        );
+    }
+
+    #[test]
+    fn associations_are_not_trusted_by_default() {
+        let trust = TrustSpec::default();
+        for association in ["OWNER", "MEMBER", "COLLABORATOR", "CONTRIBUTOR"] {
+            assert_eq!(offline_verdict(&trust, &fork(association)), None);
+        }
+        let listed = TrustSpec {
+            associations: vec!["MEMBER".into()],
+            ..TrustSpec::default()
+        };
+        assert_eq!(
+            offline_verdict(&listed, &fork("MEMBER")),
+            Some(Verdict::Trusted)
         );
     }
 }

@@ -952,21 +952,27 @@ async fn a_redeploy_command_brings_an_expired_preview_back_for_people_with_write
             .and_then(|a| a.get(key).cloned())
     };
 
-    // Someone without write access: refused, and told so.
-    let denied = s
-        .github
-        .comment(&s.repo, number, "mallory", "/preview redeploy")
-        .await
-        .expect("commented");
-    assert_eq!(denied.status, 200, "{}", denied.body);
-    assert!(denied.body.contains("denied"), "{}", denied.body);
-    wait_reaction(&s, &denied, "-1").await;
+    // Someone without write access: refused, and nothing is written to GitHub for them, not
+    // even a reaction. A triage collaborator shows up as COLLABORATOR, which is no permission
+    // to deploy.
+    s.github.set_permission(&s.repo, "triager", "triage");
+    let mut denied = Vec::new();
+    for login in ["mallory", "triager"] {
+        let reply = s
+            .github
+            .comment(&s.repo, number, login, "/preview redeploy")
+            .await
+            .expect("commented");
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert!(reply.body.contains("denied"), "{}", reply.body);
+        denied.push(comment_id(&reply));
+    }
     let env = environment(&s.client, &s.ns, &s.env_name(number))
         .await
         .expect("env");
     assert_eq!(annotation(&env), None);
 
-    // Not a command prenv knows: nothing happens, and the commenter is told.
+    // Not a command prenv knows, from someone who may command: the commenter is told.
     let unknown = s
         .github
         .comment(&s.repo, number, "reviewer", "/preview destroy")
@@ -974,6 +980,10 @@ async fn a_redeploy_command_brings_an_expired_preview_back_for_people_with_write
         .expect("commented");
     assert_eq!(unknown.status, 202, "{}", unknown.body);
     wait_reaction(&s, &unknown, "confused").await;
+    // Reactions go out in the order commands arrive: the refused ones, earlier, got none.
+    for id in denied {
+        assert!(s.github.reactions(id).is_empty(), "reaction on {id}");
+    }
 
     // A collaborator asks: the same head is deployed again, its pods rolled by the request.
     let before = chrono::Utc::now() - chrono::Duration::seconds(1);

@@ -123,7 +123,12 @@ async fn comment_deployment_and_status_follow_the_pull_request_across_restarts()
         .iter()
         .find(|c| c.state == "success")
         .expect("success");
-    assert_eq!(success.context, format!("prenv/{}", s.template));
+    // The template's namespace is part of the context: two teams' `shop` templates differ.
+    assert_eq!(success.context, format!("prenv/{}/{}", s.ns, s.template));
+    assert_eq!(
+        github.deployments(&repo)[0].environment,
+        format!("{}/{}-pr-{number}", s.ns, s.template)
+    );
     assert_eq!(success.target_url.as_deref(), Some(url.as_str()));
     // The ids are recorded on the environment.
     let env = s
@@ -406,7 +411,7 @@ async fn a_burst_of_pull_requests_converges_within_the_pacing() {
                     && github
                         .deployments(repo)
                         .iter()
-                        .filter(|d| d.environment == format!("{}-pr-{n}", s.template))
+                        .filter(|d| d.environment == format!("{}/{}-pr-{n}", s.ns, s.template))
                         .count()
                         == 1
             })

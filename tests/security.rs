@@ -15,17 +15,6 @@ use support::*;
 
 const APPROVE: &str = "preview:approved";
 
-fn fork_pr(author: &str, association: &str) -> NewPr {
-    NewPr {
-        title: format!("Change by {author}"),
-        author: author.to_string(),
-        fork: Some(format!("{author}/shop-fork")),
-        author_association: association.to_string(),
-        head_ref: "patch-1".to_string(),
-        ..Default::default()
-    }
-}
-
 async fn deployed_sha(client: &Client, ns: &str) -> Option<String> {
     let cm = Api::<ConfigMap>::namespaced(client.clone(), ns)
         .get_opt("app-config")
@@ -106,6 +95,12 @@ async fn fork_pull_requests_run_only_when_approved_by_a_writer() {
         })
         .await;
     assert!(condition(&env, "Approved").message.contains("maintainer"));
+    // The comment names exactly which commit the approval covers.
+    let approved_at = format!("at `{}` by @maintainer", &sha1[..7]);
+    s.wait_bot_comment(number, "the approved commit named", |body| {
+        body.contains(&approved_at)
+    })
+    .await;
 
     // A new push from the fork is not deployed until approved again.
     let pushed = github.push(repo, number).await.expect("pushed");

@@ -263,7 +263,8 @@ fn not_served(repository: &str) -> Reply {
 }
 
 /// A `/preview` command in a pull request comment. Acknowledged on the comment with a
-/// reaction: 👍 carried out, 👎 not allowed, 😕 not understood or nothing to act on.
+/// reaction once the sender is known to have write access: 👍 carried out, 😕 not understood
+/// or nothing to act on. A sender without it gets no reaction at all.
 async fn handle_issue_comment(receiver: &Receiver, delivery: &str, body: &[u8]) -> Reply {
     let command = match command::from_delivery(body) {
         Ok(Parsed::Command(c)) => c,
@@ -282,13 +283,38 @@ async fn handle_issue_comment(receiver: &Receiver, delivery: &str, body: &[u8]) 
     }
 }
 
-/// Carry out a `/preview` command from a claimed delivery.
+/// Carry out a `/preview` command from a claimed delivery. Nothing is written for a sender
+/// who may not command any template here (no reaction either: strangers get no write budget).
 async fn redeploy(receiver: &Receiver, command: &CommentCommand) -> Reply {
     let templates = receiver.serving(&command.repository);
     if templates.is_empty() {
         return not_served(&command.repository);
     }
     let trust = receiver.intake.trust();
+    let mut allowed = Vec::new();
+    let mut denied = Vec::new();
+    for template in templates {
+        let may = trust
+            .may_command(
+                &template.spec.trust,
+                &command.repository,
+                &command.login,
+                &command.association,
+            )
+            .await;
+        if may {
+            allowed.push(template);
+        } else {
+            denied.push(template.name_any());
+        }
+    }
+    if allowed.is_empty() {
+        tracing::info!(login = %command.login, denied = ?denied, "command from someone without write access");
+        return Reply(
+            StatusCode::OK,
+            json!({"result": "denied", "denied": denied}),
+        );
+    }
     if let Command::Unknown(word) = &command.command {
         react(trust, command, "confused");
         return Reply(
@@ -297,22 +323,9 @@ async fn redeploy(receiver: &Receiver, command: &CommentCommand) -> Reply {
         );
     }
     let mut redeploying = Vec::new();
-    let mut denied = Vec::new();
     let mut failed = Vec::new();
-    for template in templates {
+    for template in allowed {
         let name = template.name_any();
-        if !trust
-            .may_command(
-                &template.spec.trust,
-                &command.repository,
-                &command.login,
-                &command.association,
-            )
-            .await
-        {
-            denied.push(name);
-            continue;
-        }
         match receiver
             .intake
             .request_redeploy(&template, command.number, &command.request())
@@ -334,10 +347,10 @@ async fn redeploy(receiver: &Receiver, command: &CommentCommand) -> Reply {
         );
     }
     tracing::info!(login = %command.login, environments = ?redeploying, denied = ?denied, "redeploy command");
-    let (reaction, result) = match (redeploying.is_empty(), denied.is_empty()) {
-        (false, _) => ("+1", "handled"),
-        (true, false) => ("-1", "denied"),
-        (true, true) => ("confused", "no_environment"),
+    let (reaction, result) = if redeploying.is_empty() {
+        ("confused", "no_environment")
+    } else {
+        ("+1", "handled")
     };
     react(trust, command, reaction);
     Reply(

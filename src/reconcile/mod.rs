@@ -822,6 +822,15 @@ fn next_status(
         Outcome::Waiting { reason } => {
             new.phase = Some(Phase::Pending);
             new.message = Some(reason.clone());
+            // Not queued any more (an approval withdrawn while queued): say what it waits for.
+            status::set_condition(
+                &mut new.conditions,
+                status::READY,
+                false,
+                "AwaitingApproval",
+                reason,
+                generation,
+            );
         }
         Outcome::Queued { reason } => {
             stood_down(&mut new, crate::model::QUEUED_REASON, reason, generation);
@@ -914,7 +923,7 @@ fn approval_condition(
         ),
         (None, Some(approval)) => {
             let short: String = approval.head_sha.chars().take(7).collect();
-            let message = format!("{} approved {short}", approval.by);
+            let message = format!("approved at {short} by {}", approval.by);
             status::set_condition(
                 conditions,
                 status::APPROVED,

@@ -39,6 +39,8 @@ pub struct CommentFacts {
     pub expires_at: Option<DateTime<Utc>>,
     /// Something else the author should know (e.g. newer commits awaiting approval).
     pub note: Option<String>,
+    /// For a fork's preview: the head an approval covers and who gave it.
+    pub approval: Option<(String, String)>,
 }
 
 /// The hidden marker of template `template` (`<namespace>/<name>`) on pull request `number`.
@@ -71,6 +73,13 @@ pub fn render(f: &CommentFacts) -> String {
             rows.push(("Preview", format!("<{url}>")));
         }
         rows.push(("Commit", format!("`{short}`")));
+        if let Some((sha, by)) = &f.approval {
+            let approved: String = sha.chars().take(7).collect();
+            rows.push((
+                "Approved",
+                format!("at `{approved}` by @{}", escape_markdown(by)),
+            ));
+        }
         if let Some(ns) = &f.namespace {
             rows.push(("Namespace", format!("`{ns}`")));
         }
@@ -145,6 +154,7 @@ mod tests {
             namespace: Some("shop-pr-42".into()),
             expires_at: Some(Utc.with_ymd_and_hms(2026, 12, 1, 9, 30, 0).unwrap()),
             note: None,
+            approval: None,
         }
     }
 

@@ -94,6 +94,11 @@ impl Desired {
                 namespace: status.namespace.clone(),
                 expires_at: status.expires_at,
                 note,
+                approval: env
+                    .spec
+                    .approved
+                    .as_ref()
+                    .map(|a| (a.head_sha.clone(), a.by.clone())),
             },
             known: Known {
                 comment_id: status.comment_id,
@@ -108,14 +113,6 @@ impl Desired {
             .split_once('/')
             .map_or(self.repository.as_str(), |(o, _)| o)
             .to_ascii_lowercase()
-    }
-
-    fn template_name(&self) -> &str {
-        self.facts
-            .template
-            .rsplit('/')
-            .next()
-            .unwrap_or(&self.facts.template)
     }
 }
 
@@ -521,9 +518,9 @@ async fn find_comment(
     Ok(None)
 }
 
-/// GitHub deployment environment name of the preview.
+/// GitHub deployment environment name of the preview (`<namespace>/<template>-pr-<n>`).
 fn deployment_environment(desired: &Desired) -> String {
-    format!("{}-pr-{}", desired.template_name(), desired.facts.number)
+    format!("{}-pr-{}", desired.facts.template, desired.facts.number)
 }
 
 async fn sync_deployment(
@@ -673,7 +670,8 @@ async fn sync_commit_status(
     let mut body = json!({
         "state": state,
         "description": description,
-        "context": format!("prenv/{}", desired.template_name()),
+        // The template's namespace too: two teams' templates of one name stay apart.
+        "context": format!("prenv/{}", desired.facts.template),
     });
     if let Some(url) = target {
         body["target_url"] = json!(url);
@@ -738,7 +736,7 @@ mod tests {
         assert_eq!(d.facts.stage, Stage::Ready);
         assert_eq!(d.known.comment_id, Some(5));
         assert_eq!(d.owner(), "acme");
-        assert_eq!(deployment_environment(&d), "shop-pr-7");
+        assert_eq!(deployment_environment(&d), "previews/shop-pr-7");
         let mut deleting = env(Some(Phase::Ready));
         deleting.metadata.deletion_timestamp = Some(
             k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),

@@ -333,6 +333,10 @@ spec:
         readinessProbe:
           httpGet: {path: /healthz, port: 8080}
           periodSeconds: 1
+        # Small: every test's previews share one 2-core node, and killed prenvs leave theirs.
+        resources:
+          requests: {cpu: 5m, memory: 16Mi}
+          limits: {cpu: 100m, memory: 64Mi}
         securityContext:
           runAsNonRoot: true
           allowPrivilegeEscalation: false
@@ -547,6 +551,18 @@ impl Drop for Prenv {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// A pull request from `author`'s fork, with the author association the delivery shows.
+pub fn fork_pr(author: &str, association: &str) -> NewPr {
+    NewPr {
+        title: format!("Change by {author}"),
+        author: author.to_string(),
+        fork: Some(format!("{author}/shop-fork")),
+        author_association: association.to_string(),
+        head_ref: "patch-1".to_string(),
+        ..Default::default()
     }
 }
 
