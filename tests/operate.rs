@@ -340,7 +340,14 @@ async fn status_page_lists_environments_escaped_in_a_real_browser() {
         .expect("opened");
     let number = opened.payload["number"].as_u64().expect("number");
     s.wait_deployed(number, &head_sha(&opened)).await;
-    let index_url = format!("http://127.0.0.1:{}/", s.prenv.port);
+    // On the admin listener only: the webhook listener is the one published to the internet.
+    let detail_path = format!("/environments/{}/{}", s.ns, s.env_name(number));
+    for path in ["/", detail_path.as_str()] {
+        let webhook_listener = format!("http://127.0.0.1:{}{path}", s.prenv.port);
+        let answer = reqwest::get(&webhook_listener).await.expect("answered");
+        assert_eq!(answer.status(), 404, "{webhook_listener}");
+    }
+    let index_url = format!("{}/", s.prenv.admin_url());
     // The page is served from a cache that follows the cluster.
     let html = wait_for(
         "the environment on the page",
@@ -360,12 +367,7 @@ async fn status_page_lists_environments_escaped_in_a_real_browser() {
         "title not escaped: {html}"
     );
     assert!(html.contains("&lt;script&gt;"), "{html}");
-    let detail_url = format!(
-        "http://127.0.0.1:{}/environments/{}/{}",
-        s.prenv.port,
-        s.ns,
-        s.env_name(number)
-    );
+    let detail_url = format!("{}{detail_path}", s.prenv.admin_url());
     let detail = reqwest::get(&detail_url)
         .await
         .expect("page")
