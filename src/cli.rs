@@ -41,10 +41,10 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address for `POST /webhooks/github` and the human-facing pages.
+    /// Address for `POST /webhooks/github` (the one to publish to GitHub).
     #[arg(long, env = "PRENV_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
-    /// Address for `/metrics`, `/healthz` and `/readyz`.
+    /// Address for `/metrics`, `/healthz`, `/readyz` and the status page (`/`): keep it private.
     #[arg(long, env = "PRENV_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
     pub admin_listen: SocketAddr,
     /// Webhook secrets, comma-separated; any one may match (for rotation).

@@ -489,29 +489,38 @@ pub fn rate_limit_wait(status: StatusCode, headers: &HeaderMap, message: &str) -
     None
 }
 
-/// `METHOD /path/with/{ids}` for metrics: numbers and SHAs replaced so labels stay bounded.
+/// The REST routes prenv calls, as metric labels. Paths carry logins, SHAs and numbers from
+/// deliveries (a stranger picks their login), so a label is only ever one of these templates.
+const ROUTES: &[&str] = &[
+    "/user",
+    "/app",
+    "/repos/{owner}/{repo}/installation",
+    "/repos/{owner}/{repo}/pulls",
+    "/repos/{owner}/{repo}/pulls/{number}",
+    "/repos/{owner}/{repo}/issues/{number}/comments",
+    "/repos/{owner}/{repo}/issues/comments/{id}",
+    "/repos/{owner}/{repo}/issues/comments/{id}/reactions",
+    "/repos/{owner}/{repo}/deployments",
+    "/repos/{owner}/{repo}/deployments/{id}/statuses",
+    "/repos/{owner}/{repo}/statuses/{sha}",
+    "/repos/{owner}/{repo}/collaborators/{user}/permission",
+];
+
+/// `METHOD /route/{template}` for metrics: the route of `path` in [`ROUTES`], else `other`.
 fn endpoint_label(method: &Method, path: &str) -> String {
     let path = path.split('?').next().unwrap_or(path);
-    let mut parts: Vec<&str> = path.split('/').collect();
-    // /repos/{owner}/{repo}/...
-    if parts.len() > 3 && parts[1] == "repos" {
-        parts[2] = "{owner}";
-        parts[3] = "{repo}";
-    }
-    let parts: Vec<String> = parts
-        .into_iter()
-        .map(|p| {
-            if !p.is_empty()
-                && (p.bytes().all(|b| b.is_ascii_digit())
-                    || (p.len() == 40 && p.bytes().all(|b| b.is_ascii_hexdigit())))
-            {
-                "{id}".to_string()
-            } else {
-                p.to_string()
-            }
+    let route = ROUTES
+        .iter()
+        .find(|route| {
+            route.split('/').count() == path.split('/').count()
+                && route
+                    .split('/')
+                    .zip(path.split('/'))
+                    .all(|(want, got)| want == got || (want.starts_with('{') && !got.is_empty()))
         })
-        .collect();
-    format!("{method} {}", parts.join("/"))
+        .copied()
+        .unwrap_or("other");
+    format!("{method} {route}")
 }
 
 #[cfg(test)]
@@ -574,7 +583,7 @@ mod tests {
     }
 
     #[test]
-    fn endpoint_labels_are_bounded() {
+    fn endpoint_labels_are_route_templates() {
         assert_eq!(
             endpoint_label(&Method::PATCH, "/repos/acme/shop/issues/comments/123"),
             "PATCH /repos/{owner}/{repo}/issues/comments/{id}"
@@ -584,9 +593,40 @@ mod tests {
                 &Method::POST,
                 "/repos/acme/shop/statuses/0123456789abcdef0123456789abcdef01234567"
             ),
-            "POST /repos/{owner}/{repo}/statuses/{id}"
+            "POST /repos/{owner}/{repo}/statuses/{sha}"
+        );
+        assert_eq!(
+            endpoint_label(
+                &Method::GET,
+                "/repos/acme/shop/collaborators/evil-login-1234/permission"
+            ),
+            "GET /repos/{owner}/{repo}/collaborators/{user}/permission"
+        );
+        assert_eq!(
+            endpoint_label(
+                &Method::GET,
+                "/repos/acme/shop/deployments?sha=abc&environment=x&per_page=100"
+            ),
+            "GET /repos/{owner}/{repo}/deployments"
+        );
+        assert_eq!(
+            endpoint_label(&Method::GET, "/repos/acme/shop/issues/7/comments?page=2"),
+            "GET /repos/{owner}/{repo}/issues/{number}/comments"
         );
         assert_eq!(endpoint_label(&Method::GET, "/user?x=1"), "GET /user");
+    }
+
+    #[test]
+    fn paths_off_the_route_list_share_one_label() {
+        for path in [
+            "/users/evil-login-1234",
+            "/repos/acme/shop/branches/evil-branch",
+            "/repos/acme/shop/collaborators//permission",
+            "/repos/acme/shop/pulls/7/evil",
+            "",
+        ] {
+            assert_eq!(endpoint_label(&Method::GET, path), "GET other", "{path}");
+        }
     }
 
     #[test]

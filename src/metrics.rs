@@ -271,7 +271,7 @@ mod tests {
     fn counters_show_up_in_text() {
         let m = Metrics::new();
         m.delivery("pull_request", "opened", "handled", 0.002);
-        m.github_request("POST /repos/{owner}/{repo}/statuses/{id}", "success");
+        m.github_request("POST /repos/{owner}/{repo}/statuses/{sha}", "success");
         m.github_rate_limit_remaining(4999);
         let text = m.encode();
         assert!(

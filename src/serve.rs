@@ -183,14 +183,11 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
         intake,
         metrics.clone(),
     ));
-    let app = receive::router(receiver)
-        .merge(status_page::router(
-            environments.clone(),
-            templates,
-            client.clone(),
-        ))
-        .layer(tower_http::trace::TraceLayer::new_for_http());
-    let admin = admin_router(ready, metrics.clone(), environments);
+    let app = receive::router(receiver).layer(tower_http::trace::TraceLayer::new_for_http());
+    // The status page shows every team's PR titles and errors: it stays off the webhook
+    // listener, which is the one published to the internet.
+    let admin = admin_router(ready, metrics.clone(), environments.clone())
+        .merge(status_page::router(environments, templates, client.clone()));
 
     let ctx = Arc::new(Context::new(
         client,

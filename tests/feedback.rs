@@ -376,6 +376,71 @@ async fn a_rejected_write_becomes_a_condition() {
 }
 
 #[tokio::test]
+async fn a_preview_url_built_from_pr_values_is_escaped_in_the_comment_or_refused() {
+    let s = Scenario::start("t-fburl", |repo| {
+        let mut spec = web_template(repo);
+        spec["url"] =
+            json!("https://pr-{{ pr.number }}.example.com/{{ pr.head_ref }}?title={{ pr.title }}");
+        spec["resources"] = json!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app-config\ndata:\n  HEAD_SHA: \"{{ pr.head_sha }}\"\n"
+        );
+        spec
+    })
+    .await;
+    let (github, repo) = (&s.github, &s.repo);
+    let open = |head_ref: &str, title: &str| {
+        let mut pr = new_pr(title);
+        pr.head_ref = head_ref.to_string();
+        github.open_pr(repo, pr)
+    };
+
+    // A branch name (git allows these characters) that makes a URL which parses, with
+    // Markdown and HTML in it: shown, percent-encoded, so the link and the table row stay
+    // whole. (A value that is not plain is written YAML-quoted, quotes and all.)
+    let opened = open("fix)](evil)|<b>", "Shown").await.expect("opened");
+    let shown = opened.payload["number"].as_u64().expect("number");
+    s.wait_deployed(shown, &head_sha(&opened)).await;
+    let row = format!(
+        "| Preview | <https://pr-{shown}.example.com/%22fix)](evil)%7C%3Cb%3E%22?title=Shown> |"
+    );
+    s.wait_bot_comment(shown, "the comment with the escaped link", |body| {
+        body.lines().any(|line| line == row)
+    })
+    .await;
+    let comment = comments_by(github, repo, shown, BOT).remove(0).body;
+    assert!(!comment.contains("<b>"), "{comment}");
+
+    // A title that puts spaces into the URL: refused at render time, saying why, and no link.
+    let opened = open("feature/ok", "Fix <b>it</b> [x](javascript:alert(1))")
+        .await
+        .expect("opened");
+    let refused = opened.payload["number"].as_u64().expect("number");
+    let env = s.wait_phase(refused, "Failed").await;
+    let rendered = condition(&env, "Rendered");
+    assert_eq!(
+        (rendered.status.as_str(), rendered.reason.as_str()),
+        ("False", "UnsafeURL")
+    );
+    assert!(
+        rendered.message.contains("whitespace"),
+        "{}",
+        rendered.message
+    );
+    s.wait_bot_comment(refused, "the comment saying the URL was refused", |body| {
+        body.contains("could not be deployed") && body.contains("is refused")
+    })
+    .await;
+    let comment = comments_by(github, repo, refused, BOT).remove(0).body;
+    assert!(!comment.contains("| Preview |"), "{comment}");
+    assert_eq!(comment.matches("```").count(), 2, "{comment}");
+    assert!(!namespace_exists(&s.client, &s.preview_ns(refused)).await);
+
+    for n in [shown, refused] {
+        github.close(repo, n, false).await.expect("closed");
+    }
+}
+
+#[tokio::test]
 async fn a_burst_of_pull_requests_converges_within_the_pacing() {
     // Fifty previews of a ConfigMap each: this is about GitHub's pacing, and fifty real pods
     // starting at once would only load the node the other tests share.

@@ -229,6 +229,60 @@ async fn metrics_count_reconciles_and_environments() {
         .expect("closed");
 }
 
+#[tokio::test]
+async fn metric_labels_carry_no_login_or_branch_from_a_pull_request() {
+    let s = Scenario::start("t-labels", web_template).await;
+    // A stranger's fork PR: prenv asks GitHub whether the author may write.
+    let opened = s
+        .github
+        .open_pr(
+            &s.repo,
+            NewPr {
+                title: "evil-title-4321".into(),
+                author: "evil-login-1234".into(),
+                fork: Some("evil-login-1234/shop-fork".into()),
+                author_association: "CONTRIBUTOR".into(),
+                head_ref: "evil-branch-5678".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("opened");
+    assert_eq!(opened.status, 200, "{}", opened.body);
+    let number = opened.payload["number"].as_u64().expect("number");
+    let env = s
+        .wait_env(number, "waiting for approval", |e| {
+            phase(e).as_deref() == Some("Pending")
+        })
+        .await;
+    assert_eq!(condition(&env, "Approved").reason, "AwaitingApproval");
+    // A command from another stranger: asked again, for that login. The answer comes after
+    // the check, so both requests are counted by now.
+    let denied = s
+        .github
+        .comment(&s.repo, number, "evil-login-9876", "/preview redeploy")
+        .await
+        .expect("commented");
+    assert!(denied.body.contains("denied"), "{}", denied.body);
+
+    let text = metrics_text(&s.prenv).await;
+    for planted in ["evil-login", "evil-branch", "evil-title"] {
+        assert!(!text.contains(planted), "{planted} in a label:\n{text}");
+    }
+    // Read by hand: prometheus-parse cannot read a `}` inside a label value.
+    let series = r#"prenv_github_requests_total{endpoint="GET /repos/{owner}/{repo}/collaborators/{user}/permission","#;
+    let permission_checks: f64 = text
+        .lines()
+        .filter_map(|line| line.strip_prefix(series))
+        .filter_map(|rest| rest.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(permission_checks >= 2.0, "{text}");
+    s.github
+        .close(&s.repo, number, false)
+        .await
+        .expect("closed");
+}
+
 /// Debian's Chromium, headless, as CI installs it.
 fn chromium() -> String {
     for candidate in ["chromium", "chromium-browser", "google-chrome"] {
@@ -286,7 +340,14 @@ async fn status_page_lists_environments_escaped_in_a_real_browser() {
         .expect("opened");
     let number = opened.payload["number"].as_u64().expect("number");
     s.wait_deployed(number, &head_sha(&opened)).await;
-    let index_url = format!("http://127.0.0.1:{}/", s.prenv.port);
+    // On the admin listener only: the webhook listener is the one published to the internet.
+    let detail_path = format!("/environments/{}/{}", s.ns, s.env_name(number));
+    for path in ["/", detail_path.as_str()] {
+        let webhook_listener = format!("http://127.0.0.1:{}{path}", s.prenv.port);
+        let answer = reqwest::get(&webhook_listener).await.expect("answered");
+        assert_eq!(answer.status(), 404, "{webhook_listener}");
+    }
+    let index_url = format!("{}/", s.prenv.admin_url());
     // The page is served from a cache that follows the cluster.
     let html = wait_for(
         "the environment on the page",
@@ -306,12 +367,7 @@ async fn status_page_lists_environments_escaped_in_a_real_browser() {
         "title not escaped: {html}"
     );
     assert!(html.contains("&lt;script&gt;"), "{html}");
-    let detail_url = format!(
-        "http://127.0.0.1:{}/environments/{}/{}",
-        s.prenv.port,
-        s.ns,
-        s.env_name(number)
-    );
+    let detail_url = format!("{}{detail_path}", s.prenv.admin_url());
     let detail = reqwest::get(&detail_url)
         .await
         .expect("page")

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value as Json, json};
 use std::collections::BTreeSet;
 
+mod preview_url;
 mod shape;
 
 /// Upper bound on template evaluation work, so a runaway loop in a template fails instead of
@@ -52,6 +53,9 @@ pub enum RenderError {
     Namespace(String),
     #[error("url template: {0}")]
     Url(String),
+    /// The rendered URL is not one that may be shown as a link (see `preview_url`).
+    #[error("url {url:?} is refused: {reason}")]
+    UnsafeUrl { url: String, reason: String },
     #[error("resources template: {0}")]
     Resources(String),
     #[error("resources YAML, document {document}: {reason}")]
@@ -85,6 +89,7 @@ impl RenderError {
             RenderError::Object { .. } | RenderError::TooMany { .. } => "InvalidObject",
             RenderError::Rejected { .. } => "ObjectRejected",
             RenderError::UnsafeValue { .. } => "UnsafeValue",
+            RenderError::UnsafeUrl { .. } => "UnsafeURL",
         }
     }
 }
@@ -118,7 +123,13 @@ pub fn render(
             let url = env
                 .render_named_str("url", src, context(&ctx))
                 .map_err(|e| RenderError::Url(describe(&e)))?;
-            Some(url.trim().to_string()).filter(|u| !u.is_empty())
+            let url = url.trim();
+            if url.is_empty() {
+                None
+            } else {
+                preview_url::check(url)?;
+                Some(url.to_string())
+            }
         }
         None => None,
     };
@@ -586,6 +597,21 @@ pub(crate) mod tests {
         for (key, value) in expect {
             assert_eq!(data[key], value, "{key}");
         }
+    }
+
+    #[test]
+    fn a_url_that_pull_request_values_break_is_refused() {
+        let mut t = template("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n");
+        t.url = Some("https://pr-{{ pr.number }}.example.com/{{ pr.title }}".into());
+        let mut evil = pr();
+        // (Written YAML-quoted, as every value that is not plain: the quotes land in the URL.)
+        evil.title = "x>) [click](javascript:alert(1))".into();
+        let err = render("shop", &t, &evil).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"url "https://pr-42.example.com/\"x>) [click](javascript:alert(1))\"" is refused: it contains whitespace or control characters"#
+        );
+        assert_eq!(err.reason(), "UnsafeURL");
     }
 
     #[test]

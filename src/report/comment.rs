@@ -70,7 +70,7 @@ pub fn render(f: &CommentFacts) -> String {
         Stage::TornDown | Stage::Waiting { .. } | Stage::Expired { .. } | Stage::Queued { .. }
     ) {
         if let Some(url) = &f.url {
-            rows.push(("Preview", format!("<{url}>")));
+            rows.push(("Preview", format!("<{}>", autolink_safe(url))));
         }
         rows.push(("Commit", format!("`{short}`")));
         if let Some((sha, by)) = &f.approval {
@@ -127,6 +127,21 @@ fn fence_safe(text: &str) -> String {
     text.replace("```", "ʼʼʼ")
 }
 
+/// A URL (with pull-request values in it) that can neither end the `<...>` autolink it is
+/// written in nor the table cell around it: every byte outside RFC 3986's URL characters
+/// (`<`, `>`, `|`, `\`, spaces, non-ASCII, ...) is percent-encoded.
+fn autolink_safe(url: &str) -> String {
+    let mut out = String::with_capacity(url.len());
+    for b in url.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~:/?#[]@!$&'()*+,;=%".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Text that came from elsewhere (e.g. a login) shown as plain text.
 fn escape_markdown(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -175,6 +190,21 @@ mod tests {
         }));
         assert!(text.contains("failed"));
         assert_eq!(text.matches("```").count(), 2, "{text}");
+    }
+
+    #[test]
+    fn a_url_cannot_break_out_of_its_link_or_row() {
+        let mut f = facts(Stage::Ready);
+        f.url = Some("https://pr-42.example.com/a>b|c\n<img src=x>` é".into());
+        let text = render(&f);
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("| Preview |"))
+            .expect("a preview row");
+        assert_eq!(
+            row,
+            "| Preview | <https://pr-42.example.com/a%3Eb%7Cc%0A%3Cimg%20src=x%3E%60%20%C3%A9> |"
+        );
     }
 
     #[test]
