@@ -7,7 +7,7 @@ use crate::model::{PreviewEnvironment, PreviewEnvironmentSpec, PreviewTemplate};
 use crate::naming;
 use crate::trust::{LabelEvent, TrustChecker, Verdict};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use std::hash::{Hash, Hasher};
@@ -28,6 +28,9 @@ pub enum Outcome {
     Deleted { environment: String },
     /// There was no environment to delete.
     Absent { environment: String },
+    /// Not written now (the template's cap on fork PRs waiting for approval); the resync
+    /// writes it once there is room.
+    Deferred { environment: String, reason: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +111,17 @@ impl Intake {
             &template.spec,
             &verdict,
         );
+        if let Decision::Apply(spec) = &decision
+            && found.is_none()
+            && let Some(reason) = self.awaiting_cap(template, spec).await?
+        {
+            let name = naming::environment_name(&template.name_any(), state.facts.number);
+            let namespace = template.namespace().unwrap_or_default();
+            return Ok(Outcome::Deferred {
+                environment: format!("{namespace}/{name}"),
+                reason,
+            });
+        }
         self.carry_out(
             template,
             state.facts.number,
@@ -115,6 +129,40 @@ impl Intake {
             decision,
         )
         .await
+    }
+
+    /// Why a new environment for `spec` must wait, if it would be one more fork PR waiting
+    /// for approval than the template allows. (Two deliveries at once may both pass: the cap
+    /// bounds the flood, it is not exact.)
+    async fn awaiting_cap(
+        &self,
+        template: &PreviewTemplate,
+        spec: &PreviewEnvironmentSpec,
+    ) -> Result<Option<String>, IntakeError> {
+        if spec.awaiting_approval.is_none() || spec.approved.is_some() {
+            return Ok(None);
+        }
+        let cap = template.spec.trust.max_awaiting_approval;
+        let namespace = template.namespace().ok_or(IntakeError::NoNamespace)?;
+        let api: Api<PreviewEnvironment> = Api::namespaced(self.client.clone(), &namespace);
+        let selector = format!(
+            "{}={}",
+            naming::TEMPLATE_LABEL,
+            naming::template_label_value(&template.name_any())
+        );
+        let waiting = api
+            .list(&ListParams::default().labels(&selector))
+            .await?
+            .items
+            .iter()
+            .filter(|e| e.metadata.deletion_timestamp.is_none())
+            .filter(|e| e.spec.awaiting_approval.is_some() && e.spec.approved.is_none())
+            .count();
+        Ok((waiting >= cap as usize).then(|| {
+            format!(
+                "{waiting} fork pull requests already wait for approval (trust.maxAwaitingApproval: {cap})"
+            )
+        }))
     }
 
     /// Who may do what.

@@ -113,6 +113,11 @@ pub struct Trust {
     /// Copy `copySecrets` into previews of fork pull requests too (approved ones only).
     #[serde(default)]
     pub secrets_for_forks: bool,
+    /// At most this many fork pull requests wait for approval at once (each has an
+    /// environment and a PR comment); more get neither until one of them is approved or
+    /// closed, so a flood of fork PRs costs a bounded amount.
+    #[serde(default = "default_max_awaiting_approval")]
+    pub max_awaiting_approval: u32,
 }
 
 impl Trust {
@@ -131,6 +136,7 @@ impl Default for Trust {
             associations: Vec::new(),
             approval_label: default_approval_label(),
             secrets_for_forks: false,
+            max_awaiting_approval: default_max_awaiting_approval(),
         }
     }
 }
@@ -247,6 +253,9 @@ fn yes() -> bool {
 }
 fn any_branch() -> String {
     ".*".to_string()
+}
+fn default_max_awaiting_approval() -> u32 {
+    20
 }
 fn default_approval_label() -> String {
     "preview:approved".to_string()

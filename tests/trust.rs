@@ -103,3 +103,97 @@ async fn removing_the_label_withdraws_an_approval_not_yet_deployed() {
         .await
         .expect("closed");
 }
+
+#[tokio::test]
+async fn a_flood_of_fork_pull_requests_waits_within_the_templates_cap() {
+    let s = Scenario::start_custom(
+        "t-forkcap",
+        |repo| {
+            let mut spec = web_template(repo);
+            spec["trust"] = json!({"maxAwaitingApproval": 2});
+            spec
+        },
+        |_, _| async {},
+        Default::default(),
+        &["--resync-interval", "2s"],
+    )
+    .await;
+    let mut numbers = Vec::new();
+    let mut replies = Vec::new();
+    for i in 0..3 {
+        let opened = s
+            .github
+            .open_pr(&s.repo, fork_pr(&format!("stranger{i}"), "NONE"))
+            .await
+            .expect("opened");
+        assert_eq!(opened.status, 200, "{}", opened.body);
+        numbers.push(opened.payload["number"].as_u64().expect("number"));
+        replies.push(opened.body);
+    }
+    // Two wait for approval, each with its comment; the third gets neither, yet.
+    for n in &numbers[..2] {
+        s.wait_env(*n, "waiting for approval", |e| {
+            e.spec.awaiting_approval.is_some()
+        })
+        .await;
+        s.wait_bot_comment(*n, "the waiting comment", |body| {
+            body.contains("Not deployed")
+        })
+        .await;
+    }
+    assert!(replies[2].contains("deferred"), "{}", replies[2]);
+    assert!(replies[2].contains("maxAwaitingApproval"), "{}", replies[2]);
+    let third = numbers[2];
+    assert!(
+        environment(&s.client, &s.ns, &s.env_name(third))
+            .await
+            .is_none()
+    );
+    // Resync passes (every 2 s) keep it out too while the cap is full.
+    let passes = || async {
+        let text = reqwest::get(format!("{}/metrics", s.prenv.admin_url()))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find(|l| l.starts_with("prenv_resync_runs_total{result=\"success\"}"))?
+            .rsplit(' ')
+            .next()?
+            .parse::<f64>()
+            .ok()
+    };
+    let before = passes().await.unwrap_or_default();
+    wait_for(
+        "two more resync passes",
+        std::time::Duration::from_secs(60),
+        || async { passes().await.filter(|n| *n >= before + 2.0) },
+    )
+    .await;
+    assert!(
+        environment(&s.client, &s.ns, &s.env_name(third))
+            .await
+            .is_none()
+    );
+    assert!(
+        s.github
+            .comments(&s.repo, third)
+            .iter()
+            .all(|c| c.login != BOT),
+        "a comment for the deferred PR"
+    );
+
+    // One of the waiting PRs closes: the resync brings the third in.
+    s.github
+        .close(&s.repo, numbers[0], false)
+        .await
+        .expect("closed");
+    s.wait_env(third, "the third now waiting", |e| {
+        e.spec.awaiting_approval.is_some()
+    })
+    .await;
+    for n in &numbers[1..] {
+        s.github.close(&s.repo, *n, false).await.expect("closed");
+    }
+}
