@@ -5,6 +5,7 @@ use crate::receive::signature::Secrets;
 use crate::reconcile::Settings;
 use crate::reconcile::fence::{ObjectRules, Platform, PodSecurity, ReservedNamespaces, quantity};
 use crate::serve::ServeConfig;
+use crate::serving::RepositoryPolicy;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -135,6 +136,11 @@ pub struct ServeArgs {
     /// template's own (names or patterns with `*`, comma-separated; e.g. `platform-*,monitoring`).
     #[arg(long, env = "PRENV_RESERVED_NAMESPACES", value_delimiter = ',')]
     pub reserved_namespaces: Vec<String>,
+    /// Which namespaces' templates may serve which repositories (`namespace=owner/pattern`,
+    /// comma-separated; `*` matches within a name: `team-a=acme/shop*,team-b=acme/*`). Unset:
+    /// any template serves its repository; set: a namespace without a matching entry serves none.
+    #[arg(long, env = "PRENV_REPOSITORY_NAMESPACES", value_delimiter = ',')]
+    pub repository_namespaces: Vec<String>,
     /// Only serve PreviewTemplates and PreviewEnvironments in this namespace (default: all
     /// namespaces).
     #[arg(long, env = "PRENV_NAMESPACE")]
@@ -180,6 +186,8 @@ pub enum ConfigError {
     NoSecret,
     #[error("--reserved-namespaces: {0}")]
     ReservedNamespaces(String),
+    #[error("--repository-namespaces: {0}")]
+    RepositoryNamespaces(String),
 }
 
 impl ServeArgs {
@@ -259,7 +267,10 @@ impl ServeArgs {
             },
             reserved_namespaces,
         };
+        let repositories = RepositoryPolicy::parse(&self.repository_namespaces)
+            .map_err(ConfigError::RepositoryNamespaces)?;
         Ok(ServeConfig {
+            repositories,
             platform,
             listen: self.listen,
             github,

@@ -5,12 +5,14 @@ use crate::command::REDEPLOY_ANNOTATION;
 use crate::decide::{self, Decision, PrAction, PullRequestState};
 use crate::model::{PreviewEnvironment, PreviewEnvironmentSpec, PreviewTemplate};
 use crate::naming;
+use crate::serving::RepositoryPolicy;
 use crate::trust::{LabelEvent, TrustChecker, Verdict};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 
@@ -57,16 +59,33 @@ const COMMAND_FIELD_MANAGER: &str = "prenv-command";
 pub struct Intake {
     client: Client,
     trust: TrustChecker,
+    policy: Arc<RepositoryPolicy>,
     stripes: Vec<Mutex<()>>,
 }
 
 impl Intake {
     pub fn new(client: Client, trust: TrustChecker) -> Self {
+        Self::with_policy(client, trust, Arc::default())
+    }
+
+    /// An intake whose templates serve only the repositories `policy` allows them.
+    pub fn with_policy(client: Client, trust: TrustChecker, policy: Arc<RepositoryPolicy>) -> Self {
         Self {
             client,
             trust,
+            policy,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
         }
+    }
+
+    /// Whether `template` serves pull requests of `repository`: it names it, and the
+    /// platform lets its namespace serve it.
+    pub fn serves(&self, template: &PreviewTemplate, repository: &str) -> bool {
+        decide::serves(&template.spec, repository)
+            && self
+                .policy
+                .check(&template.namespace().unwrap_or_default(), repository)
+                .is_ok()
     }
 
     fn stripe(&self, key: &str) -> &Mutex<()> {

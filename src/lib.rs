@@ -21,5 +21,6 @@ pub mod reconcile;
 pub mod report;
 pub mod resync;
 pub mod serve;
+pub mod serving;
 pub mod status_page;
 pub mod trust;

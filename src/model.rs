@@ -17,6 +17,7 @@ pub const GROUP: &str = "prenv.dev";
     version = "v1alpha1",
     kind = "PreviewTemplate",
     namespaced,
+    status = "PreviewTemplateStatus",
     shortname = "ptpl",
     printcolumn = r#"{"name":"Repository","type":"string","jsonPath":".spec.repository"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -259,6 +260,14 @@ fn default_max_awaiting_approval() -> u32 {
 }
 fn default_approval_label() -> String {
     "preview:approved".to_string()
+}
+
+/// What prenv says about a template: whether it serves its repository (`Accepted`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviewTemplateStatus {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
 }
 
 /// The preview environment of one pull request for one template.

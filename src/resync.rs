@@ -86,7 +86,7 @@ impl Resync {
             let cache = caches.entry(repository.clone()).or_default();
             let serving: Vec<_> = templates
                 .iter()
-                .filter(|t| decide::serves(&t.spec, &repository))
+                .filter(|t| self.intake.serves(t, &repository))
                 .cloned()
                 .collect();
             match self.repository(&repository, cache, &serving).await {

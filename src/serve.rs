@@ -45,6 +45,8 @@ pub struct ServeConfig {
     pub orphan_sweep_interval: Duration,
     /// Serve only this namespace's templates and environments.
     pub namespace: Option<String>,
+    /// Which namespaces' templates may serve which repositories.
+    pub repositories: crate::serving::RepositoryPolicy,
     pub instance: String,
     /// The leader election Lease, and its namespace (default: `namespace`, else `default`).
     pub lease_name: String,
@@ -148,9 +150,18 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
             leadership.clone(),
         )
     });
-    let intake = Arc::new(Intake::new(
+    let policy = Arc::new(config.repositories.clone());
+    let intake = Arc::new(Intake::with_policy(
         client.clone(),
         TrustChecker::new(github.clone()),
+        policy.clone(),
+    ));
+    tokio::spawn(crate::serving::keep_statuses(
+        client.clone(),
+        templates.clone(),
+        policy,
+        leadership.clone(),
+        shutdown.clone(),
     ));
     if let Some(github) = &github {
         let resync = Resync {

@@ -935,6 +935,7 @@ fn rbac_grants_what_prenv_needs_and_no_more() {
         format!("patch previewenvironments.prenv.dev {team}"),
         format!("delete previewenvironments.prenv.dev {team}"),
         format!("patch previewenvironments.prenv.dev --subresource=status {team}"),
+        format!("patch previewtemplates.prenv.dev --subresource=status {team}"),
         // Preview namespaces and the fence in them.
         "create namespaces".into(),
         "patch namespaces".into(),

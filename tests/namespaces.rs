@@ -6,6 +6,7 @@ mod support;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 use kube::api::PostParams;
+use prenv::model::PreviewTemplate;
 use prenv::reconcile::apply::{self, ApplyError};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -149,4 +150,94 @@ async fn a_namespace_made_between_the_read_and_the_write_is_not_adopted() {
             .delete(ns, &Default::default())
             .await;
     }
+}
+
+/// The platform's repository map: a template outside it serves nothing and says why in its
+/// status; one inside it works as usual.
+#[tokio::test]
+async fn templates_serve_only_the_repositories_the_platform_maps_to_their_namespace() {
+    let allowed_repo = format!("acme/{}", unique("allowed"));
+    let s = Scenario::start_with_args(
+        "t-repomap",
+        &["--repository-namespaces", "{ns}=acme/allowed-*"],
+    )
+    .await;
+    let (client, github) = (&s.client, &s.github);
+    github.add_repo(&allowed_repo);
+    let allowed_template = format!("{}-ok", s.template);
+    apply_template(
+        client,
+        &s.ns,
+        &allowed_template,
+        web_template(&allowed_repo),
+    )
+    .await;
+
+    let templates: Api<PreviewTemplate> = Api::namespaced(client.clone(), &s.ns);
+    let accepted = |name: String| {
+        let templates = templates.clone();
+        async move {
+            wait_for(
+                &format!("{name}'s Accepted condition"),
+                Duration::from_secs(60),
+                || async {
+                    let t = templates.get(&name).await.ok()?;
+                    t.status?
+                        .conditions
+                        .into_iter()
+                        .find(|c| c.type_ == "Accepted")
+                },
+            )
+            .await
+        }
+    };
+    let refused = accepted(s.template.clone()).await;
+    assert_eq!(
+        (refused.status.as_str(), refused.reason.as_str()),
+        ("False", "RepositoryNotAllowed")
+    );
+    assert!(
+        refused.message.contains("acme/allowed-*"),
+        "{}",
+        refused.message
+    );
+    let ok = accepted(allowed_template.clone()).await;
+    assert_eq!(
+        (ok.status.as_str(), ok.reason.as_str()),
+        ("True", "Serving")
+    );
+
+    // A PR on the unmapped repository: no environment, nothing written on GitHub.
+    let opened = github
+        .open_pr(&s.repo, new_pr("Not ours"))
+        .await
+        .expect("opened");
+    assert_eq!(opened.status, 202, "{}", opened.body);
+    assert!(
+        opened.body.contains("no PreviewTemplate serves"),
+        "{}",
+        opened.body
+    );
+    let number = opened.payload["number"].as_u64().expect("number");
+    assert!(
+        environment(client, &s.ns, &s.env_name(number))
+            .await
+            .is_none()
+    );
+    // A PR on the mapped one deploys as usual.
+    let opened = github
+        .open_pr(&allowed_repo, new_pr("Ours"))
+        .await
+        .expect("opened");
+    assert_eq!(opened.status, 200, "{}", opened.body);
+    let number = opened.payload["number"].as_u64().expect("number");
+    let name = prenv::naming::environment_name(&allowed_template, number);
+    wait_environment(client, &s.ns, &name, "the mapped template's preview", |e| {
+        phase(e).is_some()
+    })
+    .await;
+    github
+        .close(&allowed_repo, number, false)
+        .await
+        .expect("closed");
 }

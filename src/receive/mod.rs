@@ -55,7 +55,7 @@ impl Receiver {
         self.templates
             .state()
             .into_iter()
-            .filter(|t| decide::serves(&t.spec, repository))
+            .filter(|t| self.intake.serves(t, repository))
             .collect()
     }
 

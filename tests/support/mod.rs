@@ -620,7 +620,8 @@ impl Scenario {
         .await
     }
 
-    /// The general form: a stand-in made from `config` and prenv started with `args`.
+    /// The general form: a stand-in made from `config` and prenv started with `args` (where
+    /// `{ns}` stands for the scenario's namespace).
     pub async fn start_custom<F, Fut>(
         prefix: &str,
         spec: impl FnOnce(&str) -> serde_json::Value,
@@ -642,7 +643,10 @@ impl Scenario {
         let github = StandIn::start(config).await.expect("stand-in starts");
         github.add_repo(&repo);
         github.add_token(TOKEN, BOT);
-        let prenv = Prenv::start_with(&ns, &github, args).await;
+        // `{ns}` in an argument stands for the scenario's namespace.
+        let args: Vec<String> = args.iter().map(|a| a.replace("{ns}", &ns)).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let prenv = Prenv::start_with(&ns, &github, &args).await;
         github.add_hook(&prenv.webhook_url(), SECRET);
         Scenario {
             client,
