@@ -111,6 +111,7 @@ for _ in $(seq 100); do grep -q 'listening on' "$work/standin.out" 2>/dev/null &
 gh=$(sed -n 's/^listening on //p' "$work/standin.out" | head -n1)
 gh=${gh%/}
 kubectl apply --server-side -f deploy/crds.yaml >/dev/null
+kubectl apply --server-side -f deploy/prenv.yaml -l prenv.dev/deployer-role=true >/dev/null
 kubectl wait --for=condition=Established --timeout=60s crd/previewtemplates.prenv.dev crd/previewenvironments.prenv.dev >/dev/null
 kubectl create namespace "$run" >/dev/null
 kubectl apply -f - >/dev/null <<EOF

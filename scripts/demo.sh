@@ -81,6 +81,8 @@ wait_for() {
 
 bold "Installing the CRDs and an example PreviewTemplate"
 k apply --server-side -f deploy/crds.yaml
+# The ClusterRole each preview's deployer is bound to, as the chart makes it.
+k apply --server-side -f deploy/prenv.yaml -l prenv.dev/deployer-role=true
 for crd in previewtemplates.prenv.dev previewenvironments.prenv.dev; do
   wait_for "CRD $crd" sh -c "kubectl get crd $crd -o jsonpath='{.status.conditions[?(@.type==\"Established\")].status}' 2>/dev/null | grep -q True"
 done

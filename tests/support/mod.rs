@@ -114,7 +114,7 @@ async fn install_deployer_role(client: &Client) {
         for doc in serde_yaml_ng::Deserializer::from_str(&yaml) {
             let doc = serde_json::Value::deserialize(doc).expect("deploy/prenv.yaml parses");
             let name = doc["metadata"]["name"].as_str().unwrap_or_default();
-            if doc["kind"] != "ClusterRole" || !name.starts_with(DEPLOYER_ROLE) {
+            if doc["metadata"]["labels"]["prenv.dev/deployer-role"] != "true" {
                 continue;
             }
             let role: ClusterRole = serde_json::from_value(doc.clone()).expect("a ClusterRole");
