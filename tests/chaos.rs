@@ -27,6 +27,8 @@ use support::*;
 use truth::{Template, World};
 
 const PRS: usize = 30;
+/// At least this many changes, so that at least 200 deliveries are sent whatever is dropped.
+const MIN_CHANGES: usize = 240;
 /// The changes are made, and their deliveries sent, in this many waves.
 const WAVES: usize = 8;
 /// prenv is killed while these waves' deliveries arrive.
@@ -161,7 +163,7 @@ async fn converges_to_github_truth_under_chaos() {
     github.inject_fault(Fault::new(None, "", u32::MAX, FaultKind::ServerError).every(FAULT_EVERY));
     let mut prenv = Prenv::start_with(&ns, &github, &["--resync-interval", "5s"]).await;
 
-    let mut plan = Plan::new(&mut rng, PRS);
+    let mut plan = Plan::new(&mut rng, PRS, MIN_CHANGES);
     let per_wave = plan.len().div_ceil(WAVES);
     let (mut events, mut dropped, mut duplicated, mut restarts) = (0, 0, 0, 0);
     let mut tally = Tally::default();

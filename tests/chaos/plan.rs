@@ -145,7 +145,7 @@ impl Life {
     }
 }
 
-/// The lives of a number of pull requests, each of 5 to 12 changes (fewer once merged),
+/// The lives of a number of pull requests, each of 6 to 13 changes (fewer once merged),
 /// interleaved at random: the whole plan is drawn up front from the seed.
 pub struct Plan {
     /// Which pull request (by index) changes how, in order.
@@ -155,10 +155,20 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn new(rng: &mut Rng, prs: usize) -> Plan {
+    /// A plan of at least `min_steps` changes (drawn again until it has them).
+    pub fn new(rng: &mut Rng, prs: usize, min_steps: usize) -> Plan {
+        loop {
+            let plan = Self::draw(rng, prs);
+            if plan.len() >= min_steps {
+                return plan;
+            }
+        }
+    }
+
+    fn draw(rng: &mut Rng, prs: usize) -> Plan {
         let mut lives: Vec<Life> = (0..prs)
             .map(|_| Life {
-                budget: 5 + rng.below(8),
+                budget: 6 + rng.below(8),
                 ..Life::default()
             })
             .collect();
