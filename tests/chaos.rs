@@ -261,8 +261,12 @@ async fn converges_to_github_truth_under_chaos() {
     assert!(tally.sent >= 200, "at least 200 deliveries sent: {tally:?}");
     assert_eq!(restarts, 2);
     assert!(dropped > 0 && duplicated > 0);
+    // (A 408 is prenv cutting off a delivery it took too long over, which is not refusing it.)
     assert!(
-        tally.answers.keys().all(|s| !(400..500).contains(s)),
+        tally
+            .answers
+            .keys()
+            .all(|s| !(400..500).contains(s) || *s == 408),
         "every delivery was well-formed and signed: {tally:?}"
     );
     for t in &templates {
