@@ -543,6 +543,27 @@ impl Prenv {
         self.stop().await;
         self.launch().await;
     }
+
+    /// Kill the process with SIGKILL (a crash, an OOM kill): nothing is finished or released,
+    /// its leader lease runs out on its own.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start the process again after [`Prenv::kill`] or [`Prenv::stop`], with the same ports
+    /// and arguments, once it answers `/readyz`.
+    pub async fn start_again(&mut self) {
+        assert!(self.child.is_none(), "prenv is still running");
+        self.launch().await;
+    }
+
+    /// The log file of the process (all its runs).
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
 }
 
 impl Drop for Prenv {
@@ -801,6 +822,20 @@ pub async fn post_delivery(
     body: &[u8],
     signature: Option<String>,
 ) -> (u16, String) {
+    try_post_delivery(url, event, delivery, body, signature)
+        .await
+        .expect("delivery sent")
+}
+
+/// [`post_delivery`] that reports a failure to reach prenv (down, killed mid-request) as
+/// `Err`, the way GitHub records a failed delivery.
+pub async fn try_post_delivery(
+    url: &str,
+    event: &str,
+    delivery: &str,
+    body: &[u8],
+    signature: Option<String>,
+) -> Result<(u16, String), reqwest::Error> {
     let mut req = reqwest::Client::new()
         .post(url)
         .header("content-type", "application/json")
@@ -810,9 +845,9 @@ pub async fn post_delivery(
     if let Some(sig) = signature {
         req = req.header("x-hub-signature-256", sig);
     }
-    let resp = req.send().await.expect("delivery sent");
+    let resp = req.send().await?;
     let status = resp.status().as_u16();
-    (status, resp.text().await.unwrap_or_default())
+    Ok((status, resp.text().await.unwrap_or_default()))
 }
 
 pub fn sign(body: &[u8]) -> String {

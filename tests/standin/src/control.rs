@@ -218,6 +218,8 @@ struct FaultReq {
     path_prefix: String,
     times: Option<u32>,
     kind: Option<FaultKind>,
+    /// Fault only every n-th matching request.
+    every: Option<u32>,
 }
 
 async fn add_fault(State(sh): S, body: Bytes) -> Response {
@@ -229,12 +231,13 @@ async fn add_fault(State(sh): S, body: Bytes) -> Response {
             Err(_) => return fail(StatusCode::UNPROCESSABLE_ENTITY, "bad method"),
         },
     };
-    let fault = Fault {
+    let fault = Fault::new(
         method,
-        path_prefix: req.path_prefix,
-        times: req.times.unwrap_or(1),
-        kind: req.kind.unwrap_or(FaultKind::ServerError),
-    };
+        &req.path_prefix,
+        req.times.unwrap_or(1),
+        req.kind.unwrap_or(FaultKind::ServerError),
+    )
+    .every(req.every.unwrap_or(1));
     si(&sh).inject_fault(fault);
     (StatusCode::CREATED, axum::Json(json!({"ok": true}))).into_response()
 }

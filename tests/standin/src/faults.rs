@@ -41,7 +41,13 @@ pub(crate) fn response(
             (ApiError::new(code, message).into_response(), None)
         }
         FaultKind::Delay { .. } => (StatusCode::OK.into_response(), None),
+        FaultKind::LostAnswer => (lost_answer(), None),
     }
+}
+
+/// The 502 that replaces the answer of a request that was carried out.
+pub(crate) fn lost_answer() -> Response {
+    ApiError::new(StatusCode::BAD_GATEWAY, "Server Error").into_response()
 }
 
 fn secondary(status: StatusCode, retry_after: u64, request_id: &str) -> Response {

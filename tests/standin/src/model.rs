@@ -303,6 +303,12 @@ pub struct Fault {
     pub path_prefix: String,
     pub times: u32,
     pub kind: FaultKind,
+    /// Only every `every`-th matching request is faulted (1, the default: each one); the
+    /// others are left to the next faults, or answered normally, and use up nothing. A flaky
+    /// GitHub, not a dead one.
+    pub every: u32,
+    /// Matching requests seen so far (for `every`).
+    pub(crate) seen: u32,
 }
 
 impl Fault {
@@ -312,7 +318,15 @@ impl Fault {
             path_prefix: path_prefix.to_string(),
             times,
             kind,
+            every: 1,
+            seen: 0,
         }
+    }
+
+    /// Fault only every `n`-th matching request (`n` of 0 counts as 1).
+    pub fn every(mut self, n: u32) -> Self {
+        self.every = n.max(1);
+        self
     }
 }
 
@@ -335,4 +349,8 @@ pub enum FaultKind {
     Status { status: u16, message: String },
     /// Waits this long, then answers normally (a slow GitHub).
     Delay { millis: u64 },
+    /// Carries the request out, then answers 502 `{"message":"Server Error"}` instead of its
+    /// result: GitHub timing out between its front end and the back end that did the work.
+    /// Whoever retries a create then creates twice.
+    LostAnswer,
 }

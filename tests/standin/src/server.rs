@@ -362,10 +362,12 @@ async fn api_layer(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> R
     let mut reset_override = None;
     let mut exhausted = false;
     let mut response: Option<Response> = None;
+    let mut lose_answer = false;
     match fault {
         Some(FaultKind::Delay { millis }) => {
             tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
         }
+        Some(FaultKind::LostAnswer) => lose_answer = true,
         Some(kind) => {
             faulted = true;
             let (resp, reset) = crate::faults::response(&kind, &rid, user_id);
@@ -404,7 +406,12 @@ async fn api_layer(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> R
             }
         }
     }
-    let resp = response.unwrap_or_else(|| ApiError::not_found().into_response());
+    let mut resp = response.unwrap_or_else(|| ApiError::not_found().into_response());
+    if lose_answer {
+        // Done, but the caller never learns it.
+        faulted = true;
+        resp = crate::faults::lost_answer();
+    }
 
     let (mut rparts, rbody) = resp.into_parts();
     let rbytes: Bytes = axum::body::to_bytes(rbody, usize::MAX)

@@ -957,16 +957,21 @@ impl State {
         self.requests.insert(pos, rec);
     }
 
-    /// Takes one use of the first fault matching the request, if any.
+    /// Takes one use of the first fault matching the request whose turn it is, if any (see
+    /// [`crate::Fault::every`]).
     pub(crate) fn take_fault(
         &mut self,
         method: &http::Method,
         path: &str,
     ) -> Option<crate::model::FaultKind> {
-        let idx = self.faults.iter().position(|f| {
-            f.times > 0
+        let idx = self.faults.iter_mut().position(|f| {
+            let matches = f.times > 0
                 && f.method.as_ref().is_none_or(|m| m == method)
-                && path.starts_with(&f.path_prefix)
+                && path.starts_with(&f.path_prefix);
+            if matches {
+                f.seen = f.seen.wrapping_add(1);
+            }
+            matches && f.seen % f.every.max(1) == 0
         })?;
         let fault = &mut self.faults[idx];
         fault.times -= 1;

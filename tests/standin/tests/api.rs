@@ -907,6 +907,66 @@ async fn faults_are_consumed_once_and_recorded() {
 }
 
 #[tokio::test]
+async fn a_flaky_fault_answers_only_every_nth_matching_request() {
+    let s = standin().await;
+    s.open_pr(REPO, NewPr::default()).await.unwrap();
+    s.inject_fault(Fault::new(None, "/repos/", 2, FaultKind::ServerError).every(3));
+    let status = |path: &str| {
+        let url = format!("{}{path}", s.url());
+        async move {
+            let r = reqwest::Client::new().get(url).bearer_auth(TOKEN).send();
+            r.await.unwrap().status().as_u16()
+        }
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        statuses.push(status("repos/acme/shop/pulls/1").await);
+        // Requests the fault does not match do not count.
+        assert_eq!(status("user").await, 200);
+    }
+    // The third and sixth fail; then the fault is used up.
+    assert_eq!(statuses, [200, 200, 500, 200, 200, 500, 200, 200]);
+    assert_eq!(s.requests().iter().filter(|r| r.faulted).count(), 2);
+}
+
+#[tokio::test]
+async fn a_lost_answer_hides_a_write_that_was_done() {
+    let s = standin().await;
+    s.open_pr(REPO, NewPr::default()).await.unwrap();
+    // Every second comment created loses its answer; the others are left to the next fault.
+    s.inject_fault(
+        Fault::new(
+            Some(Method::POST),
+            "/repos/acme/shop/issues/1/comments",
+            1,
+            FaultKind::LostAnswer,
+        )
+        .every(2),
+    );
+    s.inject_fault(Fault::new(None, "/repos/", 1, FaultKind::ServerError));
+    let http = reqwest::Client::new();
+    let post = |body: &str| {
+        http.post(format!("{}repos/acme/shop/issues/1/comments", s.url()))
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({"body": body}))
+            .send()
+    };
+    assert_eq!(post("one").await.unwrap().status(), 500, "the second fault");
+    let r = post("two").await.unwrap();
+    assert_eq!(r.status(), 502);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["message"], "Server Error");
+    assert_eq!(post("three").await.unwrap().status(), 201);
+    let bodies: Vec<String> = s.comments(REPO, 1).into_iter().map(|c| c.body).collect();
+    assert_eq!(
+        bodies,
+        ["two", "three"],
+        "the lost answer's comment was made"
+    );
+    assert_eq!(s.requests().iter().filter(|r| r.faulted).count(), 2);
+}
+
+#[tokio::test]
 async fn octocrab_surfaces_faults_as_errors() {
     let s = standin().await;
     s.open_pr(REPO, NewPr::default()).await.unwrap();
