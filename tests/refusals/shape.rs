@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 
 /// Ends the template's single quotes and adds a key.
 const EVIL_TITLE: &str = "x', evil: 'y";
-/// A branch name GitHub allows that adds an item to a flow sequence.
-const EVIL_BRANCH: &str = "fix,--evil";
+/// A branch name GitHub allows that adds an item to a flow sequence, in quotes or not.
+const EVIL_BRANCH: &str = ",evil";
 const TITLE: &str = "Fix checkout totals";
 const BRANCH: &str = "feature/checkout";
 
@@ -24,20 +24,32 @@ fn config_map(name: &str, data: &str) -> String {
     format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:{data}\n")
 }
 
+/// A suspended CronJob `refs` (no pod runs) whose container has these `args`.
+fn cronjob(args: &str) -> String {
+    let container =
+        super::deployer::CONTAINER.replace("{name: main,", &format!("{{name: main, args: {args},"));
+    format!(
+        "apiVersion: batch/v1\nkind: CronJob\nmetadata:\n  name: refs\nspec:\n  schedule: '0 0 1 1 *'\n  suspend: true\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          containers:\n          - {container}\n"
+    )
+}
+
+/// `(case, the variable its template writes, on which line)` of [`cases`].
+const CASES: [(&str, &str, usize); 5] = [
+    ("flowmap", "pr.title", 12),
+    ("flowseq", "pr.head_ref", 21),
+    ("flowseq-quoted", "pr.head_ref", 21),
+    ("single", "pr.title", 13),
+    ("double", "pr.title", 13),
+];
+
 fn cases() -> Vec<Case> {
-    let cronjob = format!(
-        "apiVersion: batch/v1\nkind: CronJob\nmetadata:\n  name: refs\nspec:\n  schedule: '0 0 1 1 *'\n  suspend: true\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          containers:\n          - {}\n",
-        super::deployer::CONTAINER.replace(
-            "{name: main,",
-            "{name: main, args: [--ref={{ pr.head_ref }}],"
-        )
-    );
     vec![
         Case::with_harmless(
             "flowmap",
             &config_map("flow", " {title: '{{ pr.title }}', team: shop}"),
         ),
-        Case::with_harmless("flowseq", &cronjob),
+        Case::with_harmless("flowseq", &cronjob("[--ref={{ pr.head_ref }}]")),
+        Case::with_harmless("flowseq-quoted", &cronjob("[\"--ref={{ pr.head_ref }}\"]")),
         Case::with_harmless(
             "single",
             &config_map("single", "\n  title: '{{ pr.title }}'"),
@@ -92,18 +104,11 @@ async fn pull_request_values_cannot_change_the_yaml_structure() {
             ],
         )
     };
-    let mut problems = check_pr(
-        &s,
-        evil,
-        &[
-            ("flowmap", unsafe_value("pr.title", 12)),
-            ("flowseq", unsafe_value("pr.head_ref", 21)),
-            ("single", unsafe_value("pr.title", 13)),
-            ("double", unsafe_value("pr.title", 13)),
-        ],
-        &[],
-    )
-    .await;
+    let refusals: Vec<(&str, Refusal)> = CASES
+        .iter()
+        .map(|(suffix, variable, line)| (*suffix, unsafe_value(variable, *line)))
+        .collect();
+    let mut problems = check_pr(&s, evil, &refusals, &[]).await;
     // `| tojson` writes the same values as exactly themselves.
     let control_ns = s.preview_ns(evil);
     let quoted = data(&s, &control_ns, "quoted").await;
@@ -112,7 +117,8 @@ async fn pull_request_values_cannot_change_the_yaml_structure() {
     }
 
     // Harmless values deploy in every context, as written.
-    problems.extend(check_pr(&s, benign, &[], &["flowmap", "flowseq", "single", "double"]).await);
+    let suffixes: Vec<&str> = CASES.iter().map(|(suffix, _, _)| *suffix).collect();
+    problems.extend(check_pr(&s, benign, &[], &suffixes).await);
     let preview = |suffix: &str| format!("{}-{suffix}-pr-{benign}", s.template);
     for (suffix, name, want) in [
         (
@@ -128,14 +134,16 @@ async fn pull_request_values_cannot_change_the_yaml_structure() {
             problems.push(format!("{suffix}: ConfigMap {name} is {got:?}"));
         }
     }
-    let args = Api::<CronJob>::namespaced(s.client.clone(), &preview("flowseq"))
-        .get_opt("refs")
-        .await
-        .expect("get cron job")
-        .and_then(|c| c.spec?.job_template.spec?.template.spec)
-        .and_then(|pod| pod.containers.first()?.args.clone());
-    if args != Some(vec![format!("--ref={BRANCH}")]) {
-        problems.push(format!("flowseq: CronJob refs has args {args:?}"));
+    for suffix in ["flowseq", "flowseq-quoted"] {
+        let args = Api::<CronJob>::namespaced(s.client.clone(), &preview(suffix))
+            .get_opt("refs")
+            .await
+            .expect("get cron job")
+            .and_then(|c| c.spec?.job_template.spec?.template.spec)
+            .and_then(|pod| pod.containers.first()?.args.clone());
+        if args != Some(vec![format!("--ref={BRANCH}")]) {
+            problems.push(format!("{suffix}: CronJob refs has args {args:?}"));
+        }
     }
     close_and_assert(&s, &[evil, benign], &problems).await;
 }
