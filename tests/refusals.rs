@@ -147,8 +147,13 @@ pub async fn check_refused(
     };
     if rendered.status != "False" || rendered.reason != want.reason {
         return Err(format!(
-            "{suffix}: Rendered is {} {} ({}), want False {}",
-            rendered.status, rendered.reason, rendered.message, want.reason
+            "{suffix}: Rendered is {} {} ({}), want False {}; phase {:?}: {:?}",
+            rendered.status,
+            rendered.reason,
+            rendered.message,
+            want.reason,
+            status.phase,
+            status.message
         ));
     }
     if let Some(missing) = want.says.iter().find(|w| !rendered.message.contains(*w)) {

@@ -96,16 +96,41 @@ fn runner() -> String {
     RUNNER.replace("POD", &pod(""))
 }
 
+/// A Runner with its pod spec at `spec.worker`, running as the deployer.
+fn runner_as_deployer() -> String {
+    format!(
+        "apiVersion: {GROUP}/v1\nkind: Runner\nmetadata:\n  name: runner\nspec:\n  worker: {}\n",
+        pod("serviceAccountName: prenv-deployer, ")
+    )
+}
+
+/// The refusal of [`runner_as_deployer`], whatever the platform allows.
+fn as_deployer_refused() -> Refusal {
+    Refusal::new(
+        "ObjectRejected",
+        &[
+            "Runner runner: ",
+            "spec.worker.serviceAccountName names prenv's deployer",
+        ],
+    )
+}
+
+/// Templates `runner` (a harmless Runner) and `deployer` (one running as the deployer).
+fn cases() -> [Case; 2] {
+    [
+        Case::with_harmless("runner", &runner()),
+        Case::with_harmless("deployer", &runner_as_deployer()),
+    ]
+}
+
+/// The deployer is bound to the ClusterRole Runners were aggregated into (prenv's default,
+/// named so that the premise holds whatever the default).
+const ROLE: [&str; 2] = ["--deployer-cluster-role", DEPLOYER_ROLE];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_of_unknown_kinds_are_refused_by_default() {
     install_runners(&client().await).await;
-    let s = start(
-        "t-kinds",
-        None,
-        &[Case::with_harmless("runner", &runner())],
-        &[],
-    )
-    .await;
+    let s = start("t-kinds", None, &cases(), &ROLE).await;
     let refusal = Refusal::new(
         "ObjectRejected",
         &[
@@ -115,39 +140,27 @@ async fn pods_of_unknown_kinds_are_refused_by_default() {
             "--allowed-pod-kinds",
         ],
     );
-    refused(&s, &[("runner", refusal)], &[]).await;
+    refused(
+        &s,
+        &[("runner", refusal), ("deployer", as_deployer_refused())],
+        &[],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_of_kinds_the_platform_allows_are_accepted_but_not_as_the_deployer() {
     install_runners(&client().await).await;
-    // Their pod spec where the kind's controller reads it, running as the deployer.
-    let as_deployer = format!(
-        "apiVersion: {GROUP}/v1\nkind: Runner\nmetadata:\n  name: runner\nspec:\n  worker: {}\n",
-        pod("serviceAccountName: prenv-deployer, ")
-    );
-    let cases = [
-        Case::with_harmless("runner", &runner()),
-        Case::with_harmless("deployer", &as_deployer),
-    ];
+    let allowed = format!("example.com/Widget,{GROUP}/Runner");
     let s = start(
         "t-allowed",
         None,
-        &cases,
-        &[
-            "--allowed-pod-kinds",
-            &format!("example.com/Widget,{GROUP}/Runner"),
-        ],
+        &cases(),
+        &[ROLE[0], ROLE[1], "--allowed-pod-kinds", &allowed],
     )
     .await;
     let (number, _) = s.open("Allowed kinds").await;
-    let refusal = Refusal::new(
-        "ObjectRejected",
-        &[
-            "Runner runner: ",
-            "spec.worker.serviceAccountName names prenv's deployer",
-        ],
-    );
+    let refusal = as_deployer_refused();
     let mut problems = check_pr(&s, number, &[("deployer", refusal)], &["runner"]).await;
     // The allowed one is there, as rendered.
     let runners: Api<DynamicObject> = Api::namespaced_with(
