@@ -215,7 +215,9 @@ pub async fn check_pr(
     problems
 }
 
-/// Close the pull requests (so their previews go), then fail listing every problem, if any.
+/// Close the pull requests and wait until prenv has torn their environments down (their
+/// namespaces gone: nothing piles up on the shared node), then fail listing every problem, if
+/// any.
 pub async fn close_and_assert(s: &Scenario, numbers: &[u64], problems: &[String]) {
     for number in numbers {
         s.github
@@ -223,6 +225,16 @@ pub async fn close_and_assert(s: &Scenario, numbers: &[u64], problems: &[String]
             .await
             .expect("closed");
     }
+    let envs: Api<PreviewEnvironment> = Api::namespaced(s.client.clone(), &s.ns);
+    wait_for(
+        "the closed pull requests' environments torn down",
+        Duration::from_secs(180),
+        || async {
+            let left = envs.list(&ListParams::default()).await.ok()?;
+            (!left.items.iter().any(|e| numbers.contains(&e.spec.number))).then_some(())
+        },
+    )
+    .await;
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
 }
 
