@@ -349,11 +349,15 @@ impl GitHub {
             path: path.to_string(),
             message,
         };
+        // A POST creates something (a comment, a deployment): one that failed may still have
+        // been carried out, so it is not sent again blindly. The caller's next pass looks for
+        // what it meant to create before creating it (marker comment, deployment by head).
+        let retry = *method != Method::POST;
         let (status, headers, body) = match result {
             Ok(answer) => answer,
             Err(message) => {
                 self.metrics.github_request(endpoint, "transport_error");
-                return match backoff.next() {
+                return match backoff.next().filter(|_| retry) {
                     Some(delay) => Judged::Retry(delay),
                     None => Judged::Done(Err(unavailable(message))),
                 };
@@ -396,7 +400,7 @@ impl GitHub {
         }
         if status.is_server_error() {
             self.metrics.github_request(endpoint, "server_error");
-            return match backoff.next() {
+            return match backoff.next().filter(|_| retry) {
                 Some(delay) => Judged::Retry(delay),
                 None => Judged::Done(Err(unavailable(format!("{status}: {message}")))),
             };

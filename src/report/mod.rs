@@ -145,6 +145,9 @@ struct Shared {
     failures: HashMap<String, u32>,
     /// Environments whose retry is already scheduled.
     retrying: HashSet<String>,
+    /// The latest state submitted per environment, until it is carried out: what a retry
+    /// sends (never an older state that failed after a newer one went through).
+    latest: HashMap<String, Desired>,
 }
 
 pub struct Reporter {
@@ -189,6 +192,7 @@ impl Reporter {
             if shared.given_up.get(&desired.key) == Some(&desired) {
                 return;
             }
+            shared.latest.insert(desired.key.clone(), desired.clone());
             let queue = shared.queues.entry(owner.clone()).or_default();
             if !queue.pending.contains_key(&desired.key) {
                 queue.order.push_back(desired.key.clone());
@@ -255,6 +259,9 @@ impl Reporter {
                 let mut shared = self.lock();
                 shared.failures.remove(&key);
                 shared.given_up.remove(&key);
+                if shared.latest.get(&key) == Some(&desired) {
+                    shared.latest.remove(&key);
+                }
                 if torn_down {
                     shared.known.remove(&key);
                 } else {
@@ -271,6 +278,9 @@ impl Reporter {
                 shared.known.insert(key.clone(), known.clone());
                 if !e.is_transient() {
                     shared.given_up.insert(key.clone(), desired.clone());
+                    if shared.latest.get(&key) == Some(&desired) {
+                        shared.latest.remove(&key);
+                    }
                 }
             }
         }
@@ -298,16 +308,18 @@ impl Reporter {
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             let key = desired.key.clone();
-            let newer = {
+            // The latest state not yet carried out, unless it already waits in the queue.
+            let latest = {
                 let mut shared = this.lock();
                 shared.retrying.remove(&key);
-                shared
+                let pending = shared
                     .queues
                     .get(&desired.owner())
-                    .is_some_and(|q| q.pending.contains_key(&key))
+                    .is_some_and(|q| q.pending.contains_key(&key));
+                shared.latest.get(&key).filter(|_| !pending).cloned()
             };
-            if !newer {
-                this.submit(desired);
+            if let Some(latest) = latest {
+                this.submit(latest);
             }
         });
     }
