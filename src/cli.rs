@@ -82,7 +82,7 @@ pub struct ServeArgs {
     #[arg(long, env = "PRENV_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub request_timeout: std::time::Duration,
     /// How often the open pull requests of every templated repository are listed from GitHub
-    /// to repair what deliveries missed (`30s`, `5m`, `1h`).
+    /// to repair what deliveries missed (`30s`, `5m`, `1h`; `0s` turns it off).
     #[arg(long, env = "PRENV_RESYNC_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
     pub resync_interval: std::time::Duration,
     /// How often preview namespaces whose PreviewEnvironment is gone are looked for and

@@ -163,7 +163,11 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
         leadership.clone(),
         shutdown.clone(),
     ));
-    if let Some(github) = &github {
+    // An interval of zero turns the resync off (deliveries alone then drive prenv).
+    if let Some(github) = github
+        .as_ref()
+        .filter(|_| !config.resync_interval.is_zero())
+    {
         let resync = Resync {
             github: github.clone(),
             client: client.clone(),

@@ -144,7 +144,11 @@ async fn close_and_wait_gone(s: &Scenario, number: u64) {
 
 /// A scenario whose stand-in sends no deliveries itself: the test sends every one.
 async fn quiet_scenario(prefix: &str, args: &[&str]) -> Scenario {
-    let s = Scenario::start_with_args(prefix, args).await;
+    // No resync either: these tests check what deliveries alone do, and a resync pass (which
+    // would rightly repair a PR whose delivery was refused) could run at any moment.
+    let mut args = args.to_vec();
+    args.extend(["--resync-interval", "0s"]);
+    let s = Scenario::start_with_args(prefix, &args).await;
     s.github.clear_hooks();
     s
 }
@@ -506,6 +510,17 @@ async fn slow_senders_are_cut_off_after_the_request_timeout() {
         .await
         .expect("open");
     let body = opened.body_bytes.clone();
+    // Closed on GitHub at once (hooks are off, so nothing is delivered): the resync, which may
+    // run at any time, then has no reason to create its environment either, and the check
+    // below that the cut-off delivery was not acted on cannot be confused by it.
+    s.github
+        .close(
+            &s.repo,
+            opened.payload["number"].as_u64().expect("number"),
+            false,
+        )
+        .await
+        .expect("closed");
     let head = format!(
         "POST /webhooks/github HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
          X-GitHub-Event: pull_request\r\nX-GitHub-Delivery: {id}\r\nX-Hub-Signature-256: {sig}\r\n\
