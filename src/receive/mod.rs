@@ -425,14 +425,18 @@ async fn act(
 ) -> Reply {
     let repository = state.facts.repository.clone();
     let templates = receiver.serving(&repository);
+    // The templates at once: each may wait (briefly) for an earlier teardown to finish, and
+    // GitHub gives up on a delivery after 10 s, however many templates serve the repository.
+    let handled = futures::future::join_all(
+        templates
+            .iter()
+            .map(|template| receiver.intake.handle(action, state, template, label)),
+    )
+    .await;
     let mut outcomes = Vec::new();
     let mut failed = Vec::new();
-    for template in templates {
-        match receiver
-            .intake
-            .handle(action, state, &template, label)
-            .await
-        {
+    for (template, handled) in templates.iter().zip(handled) {
+        match handled {
             Ok(outcome) => {
                 tracing::info!(?outcome, "delivery handled");
                 outcomes.push(outcome);
