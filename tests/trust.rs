@@ -22,9 +22,7 @@ async fn a_collaborator_without_write_access_is_not_trusted() {
     assert_eq!(opened.status, 200, "{}", opened.body);
     let number = opened.payload["number"].as_u64().expect("number");
     let env = s
-        .wait_env(number, "waiting for approval", |e| {
-            phase(e).as_deref() == Some("Pending") && e.spec.awaiting_approval.is_some()
-        })
+        .wait_awaiting_approval(number, "waiting for approval")
         .await;
     assert_eq!(condition(&env, "Approved").reason, "AwaitingApproval");
     assert!(!namespace_exists(&s.client, &s.preview_ns(number)).await);
@@ -92,9 +90,7 @@ async fn removing_the_label_withdraws_an_approval_not_yet_deployed() {
     s.github.close(&s.repo, first, false).await.expect("closed");
     s.wait_env_gone(first).await;
     let env = s
-        .wait_env(number, "still waiting after the slot freed", |e| {
-            phase(e).as_deref() == Some("Pending") && e.spec.awaiting_approval.is_some()
-        })
+        .wait_awaiting_approval(number, "still waiting after the slot freed")
         .await;
     assert!(env.spec.approved.is_none());
     assert!(!namespace_exists(&s.client, &s.preview_ns(number)).await);
@@ -132,10 +128,7 @@ async fn a_flood_of_fork_pull_requests_waits_within_the_templates_cap() {
     }
     // Two wait for approval, each with its comment; the third gets neither, yet.
     for n in &numbers[..2] {
-        s.wait_env(*n, "waiting for approval", |e| {
-            e.spec.awaiting_approval.is_some()
-        })
-        .await;
+        s.wait_awaiting_approval(*n, "waiting for approval").await;
         s.wait_bot_comment(*n, "the waiting comment", |body| {
             body.contains("Not deployed")
         })
@@ -189,10 +182,8 @@ async fn a_flood_of_fork_pull_requests_waits_within_the_templates_cap() {
         .close(&s.repo, numbers[0], false)
         .await
         .expect("closed");
-    s.wait_env(third, "the third now waiting", |e| {
-        e.spec.awaiting_approval.is_some()
-    })
-    .await;
+    s.wait_awaiting_approval(third, "the third now waiting")
+        .await;
     for n in &numbers[1..] {
         s.github.close(&s.repo, *n, false).await.expect("closed");
     }

@@ -717,6 +717,15 @@ impl Scenario {
         .await
     }
 
+    /// Wait until the environment of pull request `number` runs nothing new and waits for an
+    /// approval (phase `Pending`, a reason in `spec.awaitingApproval`).
+    pub async fn wait_awaiting_approval(&self, number: u64, what: &str) -> PreviewEnvironment {
+        self.wait_env(number, what, |e| {
+            phase(e).as_deref() == Some("Pending") && e.spec.awaiting_approval.is_some()
+        })
+        .await
+    }
+
     /// Wait until the environment of pull request `number` has applied head `sha` (phase
     /// `Deploying` or, once its pods are ready, `Ready`).
     pub async fn wait_deployed(&self, number: u64, sha: &str) -> PreviewEnvironment {
