@@ -164,16 +164,13 @@ impl Intake {
         let cap = template.spec.trust.max_awaiting_approval;
         let namespace = template.namespace().ok_or(IntakeError::NoNamespace)?;
         let api: Api<PreviewEnvironment> = Api::namespaced(self.client.clone(), &namespace);
-        let selector = format!(
-            "{}={}",
-            naming::TEMPLATE_LABEL,
-            naming::template_label_value(&template.name_any())
-        );
+        let selector = naming::template_selector(&template.name_any());
         let waiting = api
             .list(&ListParams::default().labels(&selector))
             .await?
             .items
             .iter()
+            .filter(|e| e.spec.template == template.name_any())
             .filter(|e| e.metadata.deletion_timestamp.is_none())
             .filter(|e| e.spec.awaiting_approval.is_some() && e.spec.approved.is_none())
             .count();

@@ -110,6 +110,12 @@ pub fn owned_annotations(env_namespace: &str, env_name: &str) -> BTreeMap<String
     )])
 }
 
+/// Label selector matching the `PreviewEnvironment`s of one template (check `spec.template`
+/// too: a long name's label value is shortened).
+pub fn template_selector(template: &str) -> String {
+    format!("{TEMPLATE_LABEL}={}", template_label_value(template))
+}
+
 /// Label selector matching every object of one environment.
 pub fn environment_selector(env_namespace: &str, env_name: &str) -> String {
     format!(

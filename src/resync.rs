@@ -175,11 +175,7 @@ impl Resync {
             return Ok(Vec::new());
         };
         let api: Api<PreviewEnvironment> = Api::namespaced(self.client.clone(), &namespace);
-        let selector = format!(
-            "{}={}",
-            naming::TEMPLATE_LABEL,
-            naming::template_label_value(&template.name_any())
-        );
+        let selector = naming::template_selector(&template.name_any());
         let envs = api.list(&ListParams::default().labels(&selector)).await?;
         Ok(envs
             .items
